@@ -1,0 +1,45 @@
+# Déclic — the README's two commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: install demo test lint unit e2e bench tools clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian's docker-compose validates docker-compose.yml in the tests (no Docker engine needed).
+tools:
+	@command -v docker-compose >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y -q docker-compose >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null && apt-get install -y -q docker-compose >/dev/null)); \
+	  else echo "docker-compose is missing: run 'sudo apt-get install docker-compose'"; exit 1; fi; }
+
+demo: install
+	$(BIN)/declic demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: install tools lint
+	$(BIN)/pytest
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+e2e: install
+	$(BIN)/pytest tests/e2e
+
+bench: install
+	$(BIN)/declic bench
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,47 @@
+"""structlog, configured once: JSON in production, readable on a terminal.
+
+Log events are past-tense facts (``email_sent``, ``send_skipped``). Recipients appear only
+as :func:`recipient_hash`; tokens and payloads never appear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+
+import structlog
+
+
+def recipient_hash(address: str) -> str:
+    """A short, stable, non-reversible handle for an address, for logs and metrics."""
+    return hashlib.sha256(address.strip().lower().encode()).hexdigest()[:16]
+
+
+def mask_address(address: str) -> str:
+    """``jane.doe@example.com`` → ``j•••@example.com``, for tables shown to people."""
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}•••@{domain}" if domain else "•••"
+
+
+def configure(level: str = "INFO", fmt: str = "auto") -> None:
+    """Set up structlog and the standard library root logger in one go."""
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(message)s")

@@ -1,0 +1,143 @@
+"""The event envelope: the one shape an event has over HTTP, the SDK and the broker.
+
+``parse_event`` is the only door in: it checks the envelope, then the ``data`` of built-in
+types against their models (:mod:`events.types`), and raises :class:`EventInvalid` whose
+``errors`` name each bad field by its dotted path (``data.items.0.quantity``).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from babel import Locale, UnknownLocaleError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from events.types import BUILTIN_DATA_MODELS
+
+MAX_EVENT_BYTES = 1_000_000
+"""Largest accepted event, as serialised JSON (1 MB)."""
+
+EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_.:-]{0,63}$"
+
+
+class EventInvalid(ValueError):
+    """An event that will never be processed as it stands; ``errors`` say which fields."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+
+
+class Contact(BaseModel):
+    """Who the event is about; upserted into the contact store on ingest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=255)
+    email: EmailStr
+    locale: str | None = Field(default=None, max_length=35)
+    timezone: str | None = Field(default=None, max_length=64)
+    # Marketing consent as the producer knows it now; None leaves the stored value alone.
+    opt_in: bool | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("email")
+    @classmethod
+    def _no_line_breaks(cls, value: str) -> str:
+        # EmailStr already refuses CR/LF; this keeps the promise explicit for header safety.
+        if "\r" in value or "\n" in value:
+            raise ValueError("an address cannot contain line breaks")
+        return value
+
+    @field_validator("locale")
+    @classmethod
+    def _known_locale(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            Locale.parse(value.replace("-", "_"))
+        except (ValueError, UnknownLocaleError) as exc:
+            raise ValueError(f"unknown locale {value!r}; use a tag such as 'en' or 'fr-CA'") from exc
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'Europe/Paris'") from exc
+        return value
+
+
+class Event(BaseModel):
+    """An event as producers publish it. ``data`` is what templates see."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=255, description="The producer's idempotency key.")
+    type: str = Field(pattern=EVENT_TYPE_PATTERN)
+    occurred_at: AwareDatetime
+    contact: Contact
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain JSON-ready dict, as it travels on the broker."""
+        return self.model_dump(mode="json")
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(event)"
+
+
+def _errors(exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    return [
+        {"field": _field_path(prefix + tuple(err["loc"])), "message": err["msg"]}
+        for err in exc.errors(include_url=False)
+    ]
+
+
+def parse_event(raw: dict[str, Any] | str | bytes) -> Event:
+    """Validate an envelope and, for built-in types, its data; raise :class:`EventInvalid`."""
+    if isinstance(raw, str | bytes):
+        if len(raw) > MAX_EVENT_BYTES:
+            raise EventInvalid([{"field": "(event)", "message": "larger than 1 MB"}])
+        try:
+            raw = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise EventInvalid([{"field": "(event)", "message": f"not valid JSON: {exc}"}]) from exc
+    if not isinstance(raw, dict):
+        raise EventInvalid([{"field": "(event)", "message": "an event is a JSON object"}])
+    try:
+        event = Event.model_validate(raw)
+    except ValidationError as exc:
+        raise EventInvalid(_errors(exc)) from exc
+    model = BUILTIN_DATA_MODELS.get(event.type)
+    if model is not None:
+        try:
+            data = model.model_validate(event.data).model_dump(mode="json", exclude_none=True)
+        except ValidationError as exc:
+            raise EventInvalid(_errors(exc, ("data",))) from exc
+        event = event.model_copy(update={"data": data})
+    size = len(json.dumps(event.to_json(), separators=(",", ":")))
+    if size > MAX_EVENT_BYTES:
+        raise EventInvalid([{"field": "(event)", "message": f"{size} bytes, larger than 1 MB"}])
+    return event
+
+
+def event_age_seconds(event: Event, now: datetime) -> float:
+    """How long ago the event happened, for freshness limits."""
+    return (now - event.occurred_at).total_seconds()

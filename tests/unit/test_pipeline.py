@@ -1,0 +1,204 @@
+"""The ingest and delivery stages on a real Postgres, with the in-memory SES sender."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows import Catalogue
+from workers.errors import PermanentSendError, TransientSendError
+from workers.pipeline import Deps, Failed, NotClaimed, Retry, Sent, Skipped, deliver, ingest_event
+from workers.rendering import Renderer
+from workers.ses import InMemorySender
+from workers.store import Store
+
+
+class NoObjects:
+    def get(self, bucket: str, key: str) -> bytes:
+        raise AssertionError("no S3 in these tests")
+
+
+def make_deps(store: Store, catalogue: Catalogue, renderer: Renderer, sender: InMemorySender, **kw: Any) -> Deps:
+    return Deps(store=store, catalogue=catalogue, renderer=renderer, sender=sender, objects=NoObjects(),
+                configuration_set="declic", **kw)
+
+
+def sample(catalogue: Catalogue, flow: str, **changes: Any) -> dict[str, Any]:
+    event = copy.deepcopy(catalogue[flow].sample)
+    event["occurred_at"] = datetime.now(UTC).isoformat()
+    for key, value in changes.items():
+        event[key] = value
+    return event
+
+
+def ingest_one(store: Store, catalogue: Catalogue, event: dict[str, Any]) -> str:
+    result = ingest_event(store, catalogue, event)
+    assert result is not None and len(result.to_enqueue) == 1, result
+    return result.to_enqueue[0].send_id
+
+
+def state(store: Store, send_id: str) -> dict[str, Any]:
+    with store.pool.connection() as conn:
+        row = conn.execute("SELECT * FROM sends WHERE id = %s", (send_id,)).fetchone()
+    assert row is not None
+    return row
+
+
+def test_event_becomes_one_tagged_email(store: Store, catalogue: Catalogue, renderer: Renderer) -> None:
+    """An order confirmation is recorded, rendered in the contact's language and sent with its tags."""
+    sender = InMemorySender()
+    send_id = ingest_one(store, catalogue, sample(catalogue, "order_confirmation"))
+    outcome = deliver(send_id, make_deps(store, catalogue, renderer, sender))
+    assert isinstance(outcome, Sent)
+    [request] = sender.sent
+    tags = {t["Name"]: t["Value"] for t in request["EmailTags"]}
+    assert tags == {"flow": "order_confirmation", "step": "main", "variant": tags["variant"], "send_id": send_id}
+    assert request["ConfigurationSetName"] == "declic"
+    row = state(store, send_id)
+    assert row["state"] == "sent" and row["ses_message_id"] == outcome.ses_message_id
+    assert row["subject"] == request["Content"]["Simple"]["Subject"]["Data"]
+
+
+def test_same_event_twice_sends_once(store: Store, catalogue: Catalogue, renderer: Renderer) -> None:
+    """A repeated event id is a duplicate, and a send already sent is not claimed again."""
+    sender = InMemorySender()
+    event = sample(catalogue, "welcome")
+    send_id = ingest_one(store, catalogue, event)
+    deps = make_deps(store, catalogue, renderer, sender)
+    assert isinstance(deliver(send_id, deps), Sent)
+    again = ingest_event(store, catalogue, event)
+    assert again is not None and again.duplicate and again.to_enqueue == []
+    assert isinstance(deliver(send_id, deps), NotClaimed)
+    assert len(sender.sent) == 1
+
+
+def test_duplicate_event_reenqueues_sends_still_pending(store: Store, catalogue: Catalogue) -> None:
+    """If the worker died between commit and enqueue, the redelivered event enqueues the send again."""
+    event = sample(catalogue, "welcome")
+    send_id = ingest_one(store, catalogue, event)
+    again = ingest_event(store, catalogue, event)
+    assert again is not None and [e.send_id for e in again.to_enqueue] == [send_id]
+
+
+def test_invalid_event_is_dead_lettered(store: Store, catalogue: Catalogue) -> None:
+    """An event that fails validation is kept as a dead letter naming the field."""
+    event = sample(catalogue, "password_reset")
+    event["data"] = {"reset_url": "not a url"}
+    assert ingest_event(store, catalogue, event) is None
+    [letter] = store.dead_letters()
+    assert letter["kind"] == "event" and letter["ref"] == event["id"]
+    assert "data.reset_url" in letter["reason"]
+    assert letter["payload"]["data"] == {"reset_url": "not a url"}
+
+
+def test_template_error_fails_the_send_with_a_reason(
+    store: Store, catalogue: Catalogue, templates_dir: Path, tmp_path: Path
+) -> None:
+    """A template that breaks marks the send failed with the template named; nothing is sent."""
+    broken = tmp_path / "templates"
+    shutil.copytree(templates_dir, broken)
+    for body in (broken / "welcome").glob("*/body.html"):
+        body.write_text('{% extends "_layouts/base.html" %}{% block content %}{{ data.no_such_field }}{% endblock %}')
+    sender = InMemorySender()
+    send_id = ingest_one(store, catalogue, sample(catalogue, "welcome"))
+    outcome = deliver(send_id, make_deps(store, catalogue, Renderer(broken, {"name": "x"}), sender))
+    assert isinstance(outcome, Failed) and "render_error" in outcome.reason and "body.html" in outcome.reason
+    assert sender.sent == []
+    [letter] = store.dead_letters()
+    assert letter["kind"] == "send" and letter["ref"] == send_id and letter["flow"] == "welcome"
+
+
+def test_transient_errors_retry_then_give_up(store: Store, catalogue: Catalogue, renderer: Renderer) -> None:
+    """Throttling leads to a retry with backoff; after the last attempt the send is dead."""
+    sender = InMemorySender()
+    deps = make_deps(store, catalogue, renderer, sender, max_attempts=2)
+    send_id = ingest_one(store, catalogue, sample(catalogue, "welcome"))
+    sender.fail_next(TransientSendError("503"), TransientSendError("503"))
+    first = deliver(send_id, deps)
+    assert isinstance(first, Retry) and 0 < first.delay_s <= 120
+    assert state(store, send_id)["state"] == "retry"
+    second = deliver(send_id, deps)
+    assert isinstance(second, Failed) and second.reason.startswith("gave_up after 2 attempts")
+    assert sender.sent == []
+
+
+def test_permanent_error_is_not_retried(store: Store, catalogue: Catalogue, renderer: Renderer) -> None:
+    """A rejection by SES fails the send at once."""
+    sender = InMemorySender()
+    sender.fail_next(PermanentSendError("MessageRejected: Email address is not verified"))
+    send_id = ingest_one(store, catalogue, sample(catalogue, "welcome"))
+    outcome = deliver(send_id, make_deps(store, catalogue, renderer, sender))
+    assert isinstance(outcome, Failed) and outcome.reason.startswith("ses_rejected")
+    assert state(store, send_id)["attempts"] == 1
+
+
+def test_suppressed_address_is_skipped_even_for_critical(
+    store: Store, catalogue: Catalogue, renderer: Renderer
+) -> None:
+    """A hard-bounced address gets no password reset: skipped, with the reason recorded."""
+    event = sample(catalogue, "password_reset")
+    store.suppress(event["contact"]["email"].upper(), "hard_bounce")
+    sender = InMemorySender()
+    send_id = ingest_one(store, catalogue, event)
+    assert deliver(send_id, make_deps(store, catalogue, renderer, sender)) == Skipped("suppressed")
+    assert state(store, send_id)["reason"] == "suppressed" and sender.sent == []
+
+
+def test_marketing_needs_opt_in(store: Store, catalogue: Catalogue, renderer: Renderer) -> None:
+    """A survey to a contact without marketing consent is skipped as no_consent."""
+    event = sample(catalogue, "survey")
+    event["contact"] = {**event["contact"], "opt_in": False}
+    send_id = ingest_one(store, catalogue, event)
+    sender = InMemorySender()
+    assert deliver(send_id, make_deps(store, catalogue, renderer, sender)) == Skipped("no_consent")
+
+
+def test_stale_password_reset_is_recorded_not_sent(store: Store, catalogue: Catalogue) -> None:
+    """A password reset older than its 15-minute freshness is recorded as skipped: stale."""
+    event = sample(catalogue, "password_reset")
+    event["occurred_at"] = (datetime.now(UTC) - timedelta(minutes=20)).isoformat()
+    result = ingest_event(store, catalogue, event)
+    assert result is not None and result.to_enqueue == []
+    [row] = store.sends_for_event(event["id"])
+    assert (row["state"], row["reason"]) == ("skipped", "stale")
+
+
+def test_older_event_does_not_overwrite_newer_contact(store: Store, catalogue: Catalogue) -> None:
+    """Events arriving out of order keep the newest address and count every purchase."""
+    newer = sample(catalogue, "purchase_confirmation", id="p-new")
+    older = sample(catalogue, "purchase_confirmation", id="p-old")
+    older["occurred_at"] = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    older["contact"] = {**older["contact"], "email": "old-address@example.org"}
+    ingest_event(store, catalogue, newer)
+    ingest_event(store, catalogue, older)
+    with store.pool.connection() as conn:
+        contact = conn.execute("SELECT * FROM contacts WHERE id = %s", (newer["contact"]["id"],)).fetchone()
+    assert contact is not None
+    assert contact["email"] == newer["contact"]["email"]
+    assert contact["purchases"] == 2
+
+
+def test_abandoned_claim_is_taken_over_after_the_lease(store: Store, catalogue: Catalogue) -> None:
+    """A send left 'sending' by a dead worker can be claimed again only after the lease."""
+    send_id = ingest_one(store, catalogue, sample(catalogue, "welcome"))
+    assert store.claim(send_id) is not None
+    assert store.claim(send_id) is None
+    with store.pool.connection() as conn:
+        conn.execute("UPDATE sends SET claimed_at = now() - interval '1 hour' WHERE id = %s", (send_id,))
+    reclaimed = store.claim(send_id)
+    assert reclaimed is not None and reclaimed["attempts"] == 2
+
+
+@pytest.mark.parametrize("flow", ["invoice"])
+def test_invoice_goes_raw_with_its_pdf(flow: str, store: Store, catalogue: Catalogue, renderer: Renderer) -> None:
+    """The invoice flow attaches the PDF from the event, so SES gets Raw MIME."""
+    sender = InMemorySender()
+    send_id = ingest_one(store, catalogue, sample(catalogue, flow))
+    assert isinstance(deliver(send_id, make_deps(store, catalogue, renderer, sender)), Sent)
+    raw = sender.sent[0]["Content"]["Raw"]["Data"]
+    assert b"application/pdf" in raw and b"%PDF" not in raw  # base64-encoded in the MIME part

@@ -1,0 +1,1 @@
+"""Workers do: the Celery app, thin tasks, and the stages that touch the outside world."""

@@ -1,0 +1,78 @@
+"""The Celery application: ``celery -A workers.app worker`` or ``declic worker``.
+
+Queues: ``events`` (ingest), then ``send.critical``, ``send.transactional`` and
+``send.bulk``, so a password reset never waits behind a newsletter-sized backlog.
+Late acknowledgement everywhere: a message is acknowledged only after its work is durable
+in Postgres, and a worker killed mid-task gives its message back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+from kombu import Exchange, Queue
+
+from declic.logs import configure as configure_logging
+from declic.settings import Settings, get_settings
+
+QUEUES = ("events", "send.critical", "send.transactional", "send.bulk")
+SEND_QUEUES = QUEUES[1:]
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    transport_options: dict[str, Any] = {}
+    if settings.broker_url.startswith(("redis", "rediss")):
+        transport_options = {
+            "visibility_timeout": settings.broker_visibility_timeout_s,
+            # kombu sweeps for unacknowledged messages of dead workers every interval×throttle
+            # seconds; restore promptly rather than every 100 s.
+            "unacked_restore_interval": 5,
+            "unacked_restore_throttle": 1,
+            # Consume queues in the order the worker lists them: critical first.
+            "queue_order_strategy": "priority",
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+        }
+    elif settings.broker_url.startswith("amqp"):
+        transport_options = {"confirm_publish": True}
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        "task_queues": [Queue(q, Exchange(q), routing_key=q) for q in QUEUES],
+        "task_default_queue": "events",
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "worker_prefetch_multiplier": 1,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "task_time_limit": 300,
+        "task_soft_time_limit": 240,
+        "timezone": "UTC",
+        "beat_schedule": {
+            "requeue-lost-sends": {"task": "declic.requeue_lost", "schedule": 30.0},
+        },
+    }
+
+
+app = Celery("declic", set_as_current=False)
+
+
+@app.on_configure.connect
+def _configure(sender: Celery, **_: Any) -> None:
+    # Settings are read when Celery first needs its configuration, not at import.
+    sender.conf.update(celery_config(get_settings()))
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+
+app.autodiscover_tasks(["workers"], related_name="tasks", force=True)

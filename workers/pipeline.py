@@ -1,0 +1,207 @@
+"""The two stages the tasks call: ingest an event, deliver a send.
+
+Each returns an outcome value — skips are values, not exceptions — and logs one line for
+its unit of work. The stages take their collaborators as arguments, so unit tests pass an
+in-memory sender and a real Postgres store, and the tasks pass the process's own.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from declic.logs import recipient_hash
+from events.envelope import EventInvalid, parse_event
+from flows.conditions import ConditionError, evaluate
+from flows.consent import consent_skip
+from flows.loader import Catalogue
+from flows.planning import plan_sends
+from workers.attachments import ObjectStore, collect_attachments
+from workers.errors import AttachmentError, PermanentSendError, TransientSendError
+from workers.payload import OutgoingEmail, build_send_request
+from workers.rendering import Renderer, RenderError, build_context
+from workers.ses import Sender
+from workers.store import Enqueue, IngestResult, Row, Store
+
+log = structlog.get_logger("declic")
+
+
+@dataclass(frozen=True)
+class Sent:
+    ses_message_id: str
+    label: str = "sent"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    reason: str
+    label: str = "skipped"
+
+
+@dataclass(frozen=True)
+class Failed:
+    reason: str
+    label: str = "failed"
+
+
+@dataclass(frozen=True)
+class Retry:
+    reason: str
+    delay_s: float
+    label: str = "retry"
+
+
+@dataclass(frozen=True)
+class NotClaimed:
+    """Already sent, skipped, failed or being sent by someone else: nothing to do."""
+
+    label: str = "not_claimed"
+
+
+Outcome = Sent | Skipped | Failed | Retry | NotClaimed
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What the delivery stage works with; one per worker process."""
+
+    store: Store
+    catalogue: Catalogue
+    renderer: Renderer
+    sender: Sender
+    objects: ObjectStore
+    configuration_set: str | None
+    max_attempts: int = 8
+
+
+def ingest_event(store: Store, catalogue: Catalogue, raw: Any, now: datetime | None = None) -> IngestResult | None:
+    """Validate, dedupe, upsert the contact and record sends; None for a dead-lettered event."""
+    try:
+        event = parse_event(raw if isinstance(raw, dict | str | bytes) else repr(raw))
+    except EventInvalid as exc:
+        ref = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
+        payload = raw if isinstance(raw, dict) else {"raw": repr(raw)[:10_000]}
+        store.dead_letter_event(ref[:255] if ref else None, f"invalid_event: {exc}", payload)
+        log.warning("event_refused", event_id=ref, reason="invalid_event", errors=exc.errors[:10])
+        return None
+    moment = now or datetime.now(UTC)
+    result = store.ingest(event, lambda contact: plan_sends(catalogue, event, contact, moment))
+    log.info(
+        "event_ingested", event_id=event.id, event_type=event.type, duplicate=result.duplicate,
+        sends=result.planned, due_now=len(result.to_enqueue),
+    )
+    return result
+
+
+def backoff_s(attempt: int, *, base: float = 2.0, cap: float = 120.0) -> float:
+    """Exponential backoff with full jitter: a fleet of retries does not stampede SES."""
+    return random.uniform(base / 2, min(cap, base * 2 ** max(0, attempt - 1)))  # noqa: S311
+
+
+def template_context(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What templates and step conditions see of a claimed send."""
+    contact = {
+        "id": row["contact_id"],
+        "email": row["email"],
+        "locale": row["contact_locale"],
+        "timezone": row["timezone"],
+        "attributes": row["attributes"],
+        "opt_in": row["opt_in"],
+        "purchases": row["purchases"],
+        "total_spent": str(row["total_spent"]),
+    }
+    return build_context(row["event"], contact, str(row["id"]))
+
+
+def deliver(send_id: str, deps: Deps) -> Outcome:
+    """Claim a send and take it to SES, or record why not."""
+    row = deps.store.claim(send_id)
+    if row is None:
+        log.info("send_not_claimed", send_id=send_id)
+        return NotClaimed()
+    bound = log.bind(
+        send_id=send_id, event_id=row["event_id"], flow=row["flow"], step=row["step"],
+        attempt=row["attempts"], recipient=recipient_hash(row["email"]),
+    )
+    outcome = _deliver_claimed(row, deps)
+    if isinstance(outcome, Sent):
+        bound.info("email_sent", ses_message_id=outcome.ses_message_id)
+    elif isinstance(outcome, Skipped):
+        deps.store.mark_skipped(send_id, outcome.reason)
+        bound.info("send_skipped", reason=outcome.reason)
+    elif isinstance(outcome, Failed):
+        deps.store.mark_failed(send_id, row["flow"], outcome.reason)
+        bound.warning("send_failed", reason=outcome.reason)
+    elif isinstance(outcome, Retry):
+        deps.store.mark_retry(send_id, outcome.reason)
+        bound.warning("send_retrying", reason=outcome.reason, delay_s=round(outcome.delay_s, 2))
+    return outcome
+
+
+def _deliver_claimed(row: Row, deps: Deps) -> Outcome:
+    flow = deps.catalogue.flows.get(row["flow"])
+    if flow is None:
+        return Failed(f"unknown_flow: {row['flow']!r} is not in the catalogue")
+    step = flow.step(row["step"])
+    skip = consent_skip(row["category"], row)
+    if skip:
+        return Skipped(skip)
+    context = template_context(row)
+    try:
+        if not evaluate(step.condition, context):
+            return Skipped("condition")
+    except ConditionError as exc:
+        return Failed(f"condition_error: {exc}")
+    try:
+        email = deps.renderer.render(
+            flow, step, locale=row["contact_locale"], variant=row["variant"], context=context
+        )
+        attachments = collect_attachments(flow, context["data"], deps.objects)
+        request = build_send_request(
+            OutgoingEmail(
+                sender_email=flow.sender.email,
+                sender_name=flow.sender.name,
+                to=row["email"],
+                reply_to=flow.reply_to,
+                subject=email.subject,
+                html=email.html,
+                text=email.text,
+                tags={"flow": flow.name, "step": step.name, "variant": row["variant"], "send_id": str(row["id"])},
+                configuration_set=deps.configuration_set,
+                attachments=attachments,
+            )
+        )
+        message_id = deps.sender.send(request)
+    except RenderError as exc:
+        return Failed(f"render_error: {exc}")
+    except AttachmentError as exc:
+        if exc.transient:
+            return _retry_or_fail(row, f"attachment: {exc}", deps)
+        return Failed(f"attachment_error: {exc}")
+    except PermanentSendError as exc:
+        return Failed(f"ses_rejected: {exc}")
+    except TransientSendError as exc:
+        return _retry_or_fail(row, f"ses_transient: {exc}", deps)
+    except ValueError as exc:  # a header or tag refused by the request builder
+        return Failed(f"invalid_message: {exc}")
+    deps.store.mark_sent(str(row["id"]), message_id, email.subject, email.locale)
+    return Sent(message_id)
+
+
+def _retry_or_fail(row: Row, reason: str, deps: Deps) -> Outcome:
+    if row["attempts"] >= deps.max_attempts:
+        return Failed(f"gave_up after {row['attempts']} attempts: {reason}")
+    return Retry(reason, backoff_s(row["attempts"]))
+
+
+def requeue_lost(store: Store, older_than_s: int = 60) -> list[Enqueue]:
+    """Sends due for a while that nobody took: their message was lost. Enqueue them again."""
+    lost = store.stale_pending(older_than_s)
+    if lost:
+        log.warning("sends_requeued", count=len(lost))
+    return lost

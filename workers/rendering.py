@@ -1,0 +1,216 @@
+"""Rendering an email from its templates: subject, preheader, HTML and text parts.
+
+Templates live in ``templates/<template>/<locale>/`` (``subject.txt``, ``preheader.txt``,
+``body.html``, optional ``body.txt`` and per-variant ``subject.<variant>.txt``). They run in a
+Jinja2 :class:`~jinja2.sandbox.SandboxedEnvironment` with autoescaping for HTML and
+``StrictUndefined``, are compiled once per process, and the HTML gets its CSS inlined for
+email clients. Any failure raises :class:`RenderError`: never a blank or half-rendered email.
+
+    renderer = Renderer(Path("templates"), brand={...})
+    email = renderer.render(flow, flow.all_steps[0], locale="fr-CA", variant="a", context={...})
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import css_inline
+from babel import Locale
+from babel.dates import format_date, format_datetime
+from babel.numbers import format_currency, format_decimal
+from inscriptis import get_text
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, pass_context, select_autoescape
+from jinja2.runtime import Context
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel, ConfigDict
+
+from flows.model import Flow, Step
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+class RenderError(Exception):
+    """A template failed for this send; permanent: retrying renders the same failure."""
+
+
+class RenderedEmail(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    locale: str
+
+
+def build_context(event: Mapping[str, Any], contact: Mapping[str, Any], send_id: str) -> dict[str, Any]:
+    """The values every template sees besides brand, locale and flow names."""
+    attributes = dict(contact.get("attributes") or {})
+    person = {**contact, "attributes": attributes, "first_name": attributes.get("first_name")}
+    return {"event": event, "data": event.get("data", {}), "contact": person, "send_id": send_id}
+
+
+def locale_candidates(requested: str | None, flow: Flow) -> list[str]:
+    """``fr-CA`` → ``fr-CA``, ``fr``, then the flow's default; only locales the flow has."""
+    wanted: list[str] = []
+    if requested:
+        tag = requested.replace("_", "-")
+        wanted += [tag, tag.split("-")[0]]
+    wanted.append(flow.default_locale)
+    available = {loc.lower(): loc for loc in flow.locales}
+    seen: list[str] = []
+    for tag in wanted:
+        match = available.get(tag.lower())
+        if match and match not in seen:
+            seen.append(match)
+    return seen
+
+
+def _babel_locale(ctx: Context) -> Locale:
+    return _parse_locale(str(ctx.get("locale") or "en"))
+
+
+@lru_cache(maxsize=256)
+def _parse_locale(tag: str) -> Locale:
+    return Locale.parse(tag.replace("-", "_"))
+
+
+def _as_decimal(value: Any) -> Decimal:
+    try:
+        return Decimal(str(value))
+    except InvalidOperation as exc:
+        raise ValueError(f"{value!r} is not an amount") from exc
+
+
+@pass_context
+def _money(ctx: Context, value: Any, currency: str) -> str:
+    return format_currency(_as_decimal(value), currency, locale=_babel_locale(ctx))
+
+
+@pass_context
+def _number(ctx: Context, value: Any) -> str:
+    return format_decimal(_as_decimal(value), locale=_babel_locale(ctx))
+
+
+def _as_datetime(value: Any) -> datetime | date:
+    if isinstance(value, datetime | date):
+        return value
+    text = str(value)
+    return datetime.fromisoformat(text) if "T" in text else date.fromisoformat(text)
+
+
+@pass_context
+def _date(ctx: Context, value: Any, format: str = "long") -> str:
+    return format_date(_as_datetime(value), format=format, locale=_babel_locale(ctx))
+
+
+@pass_context
+def _datetime(ctx: Context, value: Any, format: str = "medium") -> str:
+    moment = _as_datetime(value)
+    if not isinstance(moment, datetime):
+        moment = datetime(moment.year, moment.month, moment.day)
+    contact = ctx.get("contact") or {}
+    zone = ZoneInfo(contact.get("timezone") or "UTC")
+    return format_datetime(moment, format=format, tzinfo=zone, locale=_babel_locale(ctx))
+
+
+def one_line(text: str) -> str:
+    """Collapse all whitespace, newlines included, so a subject can never split a header."""
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+class Renderer:
+    """Compiles templates once per process and renders emails from plain values."""
+
+    def __init__(self, templates_dir: Path, brand: Mapping[str, str]) -> None:
+        self.templates_dir = templates_dir
+        self.brand = dict(brand)
+        self.env = SandboxedEnvironment(
+            loader=FileSystemLoader(str(templates_dir)),
+            autoescape=select_autoescape(enabled_extensions=("html",), default=False),
+            undefined=StrictUndefined,
+            auto_reload=False,
+            cache_size=4096,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters.update(money=_money, number=_number, date=_date, datetime=_datetime)
+        self._inliner = css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False)
+
+    @lru_cache(maxsize=4096)  # noqa: B019 - one renderer per process; the cache is its point
+    def _exists(self, name: str) -> bool:
+        return (self.templates_dir / name).is_file()
+
+    def _render(self, name: str, context: Mapping[str, Any]) -> str:
+        return self.env.get_template(name).render(context)
+
+    def render(
+        self,
+        flow: Flow,
+        step: Step,
+        *,
+        locale: str | None,
+        variant: str,
+        context: Mapping[str, Any],
+    ) -> RenderedEmail:
+        """Render one email; raise RenderError naming the template and the cause."""
+        template = flow.template_for(step)
+        candidates = locale_candidates(locale, flow)
+        chosen = next((c for c in candidates if self._exists(f"{template}/{c}/body.html")), None)
+        if chosen is None:
+            raise RenderError(f"no templates for {template!r} in locales {candidates}")
+        base = f"{template}/{chosen}"
+        values = {
+            **context,
+            "brand": self.brand,
+            "locale": locale or chosen,
+            "lang": (locale or chosen).split("-")[0].split("_")[0],
+            "flow": flow.name,
+            "step": step.name,
+            "variant": variant,
+        }
+        values.setdefault("links", {"unsubscribe": None})
+        current = ""
+        try:
+            current = self._variant_file(base, "subject", variant)
+            subject = one_line(self._render(current, values))
+            current = self._variant_file(base, "preheader", variant)
+            preheader = one_line(self._render(current, values))
+            current = f"{base}/body.html"
+            html = self._inliner.inline(self._render(current, {**values, "preheader": preheader}))
+            if self._exists(f"{base}/body.txt"):
+                current = f"{base}/body.txt"
+                text = self._render(current, values).strip() + "\n"
+            else:
+                text = html_to_text(html)
+        except TemplateError as exc:
+            raise RenderError(f"{current}: {exc.__class__.__name__}: {exc}") from exc
+        except (ValueError, TypeError, ArithmeticError, KeyError) as exc:
+            raise RenderError(f"{current}: {exc.__class__.__name__}: {exc}") from exc
+        if not subject:
+            raise RenderError(f"{base}: the subject rendered blank")
+        if not text.strip():
+            raise RenderError(f"{base}: the body rendered blank")
+        return RenderedEmail(subject=subject, preheader=preheader, html=html, text=text, locale=chosen)
+
+    def _variant_file(self, base: str, part: str, variant: str) -> str:
+        specific = f"{base}/{part}.{variant}.txt"
+        return specific if self._exists(specific) else f"{base}/{part}.txt"
+
+
+_HIDDEN_PREHEADER = re.compile(r"<div[^>]*display:\s*none[^>]*>.*?</div>", re.S | re.I)
+
+
+def html_to_text(html: str) -> str:
+    """A readable text part from the HTML, without the hidden preheader."""
+    text = get_text(_HIDDEN_PREHEADER.sub("", html, count=1))
+    lines = [line.rstrip() for line in text.splitlines()]
+    compact = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    return compact + "\n"

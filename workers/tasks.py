@@ -1,0 +1,53 @@
+"""Thin task entry points: parse arguments, call one stage, act on its outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from celery import Task
+
+from workers import runtime
+from workers.app import app
+from workers.pipeline import Retry, deliver, ingest_event, requeue_lost
+from workers.store import Enqueue
+
+# Postgres briefly down or restarting: retry with backoff; the message stays unacknowledged.
+_DATABASE_DOWN = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
+
+
+def enqueue(sends: Iterable[Enqueue]) -> None:
+    """Put sends on their queues; called only after the transaction that made them committed."""
+    for item in sends:
+        deliver_send.apply_async(args=(item.send_id,), queue=item.queue, routing_key=item.queue)
+
+
+@app.task(name="declic.ingest", autoretry_for=_DATABASE_DOWN, retry_backoff=1, retry_backoff_max=30,
+          retry_jitter=True, max_retries=None)
+def ingest(event: Any) -> str:
+    """Ingest one event published on the ``events`` queue."""
+    result = ingest_event(runtime.deps().store, runtime.deps().catalogue, event)
+    if result is None:
+        return "invalid"
+    enqueue(result.to_enqueue)
+    return "duplicate" if result.duplicate else "ingested"
+
+
+@app.task(name="declic.send", bind=True, autoretry_for=_DATABASE_DOWN, retry_backoff=1, retry_backoff_max=30,
+          retry_jitter=True, max_retries=None)
+def deliver_send(self: Task[Any, Any], send_id: str) -> str:
+    """Deliver one send; transient SES failures come back after a backoff."""
+    outcome = deliver(str(send_id), runtime.deps())
+    if isinstance(outcome, Retry):
+        raise self.retry(countdown=outcome.delay_s, max_retries=None)
+    return outcome.label
+
+
+@app.task(name="declic.requeue_lost", ignore_result=True)
+def requeue_lost_sends() -> int:
+    """Periodic: enqueue again the sends whose broker message was lost."""
+    lost = requeue_lost(runtime.deps().store)
+    enqueue(lost)
+    return len(lost)
