@@ -8,6 +8,7 @@ for the sends, prints what SES received and writes each email as ``.eml`` and ``
 from __future__ import annotations
 
 import base64
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -30,7 +31,8 @@ from workers.app import SEND_QUEUES
 from workers.migrate import migrate
 from workers.store import Store
 
-console = Console()
+# Wide enough for the table when the output is a log or a pipe, not a terminal.
+console = Console(width=None if sys.stdout.isatty() else 160)
 FINAL = ("sent", "skipped", "failed")
 
 

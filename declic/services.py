@@ -115,6 +115,11 @@ class _SendRecorder:
             self.requests.append(record)
         return [content]
 
+    def snapshot(self) -> list[dict[str, Any]]:
+        """A copy of the records so far, safe while the server keeps receiving."""
+        with self._lock:
+            return [dict(r) for r in self.requests]
+
 
 def _json_object(data: bytes) -> dict[str, Any]:
     try:
@@ -148,9 +153,7 @@ class _RecordingMotoServer(ThreadedMotoServer):
                 pass
 
         self.recorder = _SendRecorder(DomainDispatcherApplication(create_backend_app))
-        self._server = make_server(
-            self._ip_address, self._port, self.recorder, True, request_handler=QuietHandler
-        )
+        self._server = make_server(self._ip_address, self._port, self.recorder, True, request_handler=QuietHandler)
         self._server_ready_event.set()
         # A short poll so stop() returns in tens of milliseconds, not half a second.
         self._server.serve_forever(poll_interval=0.05)
@@ -171,6 +174,13 @@ class MotoStandIn:
     def start(self) -> None:
         """Start the server, then verify the sending domain and create the resources."""
         self._server.start()
+        try:
+            self._set_up()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _set_up(self) -> None:
         host, port = self._server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
         sesv2 = self.client("sesv2")
@@ -204,8 +214,7 @@ class MotoStandIn:
         recorder = self._server.recorder
         if recorder is None:
             return []
-        with recorder._lock:
-            return [dict(r) for r in recorder.requests]
+        return recorder.snapshot()
 
     def sent_messages(self) -> list[SesMessage]:
         """What moto's SES stored for the sends that went through this server, in order.
@@ -291,18 +300,14 @@ def start_services(
         database_url = overrides.database_url
         sources["postgres"] = "env"
         if database_url is None:
-            database_url, sources["postgres"] = stack.enter_context(
-                _provide_postgres(tmp, use_local=use_local)
-            )
+            database_url, sources["postgres"] = stack.enter_context(_provide_postgres(tmp, use_local=use_local))
 
         redis_url = overrides.redis_url
         if redis_url is None and overrides.broker_url and overrides.broker_url.startswith("redis"):
             redis_url = overrides.broker_url
         sources["redis"] = "env"
         if redis_url is None:
-            redis_url, sources["redis"] = stack.enter_context(
-                _provide_redis(tmp, use_local=use_local)
-            )
+            redis_url, sources["redis"] = stack.enter_context(_provide_redis(tmp, use_local=use_local))
         broker_url = overrides.broker_url or redis_url
 
         moto = MotoStandIn()
@@ -332,9 +337,7 @@ def _provide_postgres(tmp: Path, *, use_local: bool) -> Iterator[tuple[str, str]
     if use_local and _listens(5432):
         name = f"declic_test_{secrets.token_hex(6)}"
         try:
-            with psycopg.connect(
-                _LOCAL_POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5
-            ) as c:
+            with psycopg.connect(_LOCAL_POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as c:
                 c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         except psycopg.Error as exc:
             # Something else on 5432 (or a password we don't know): the embedded one still works.
@@ -344,11 +347,7 @@ def _provide_postgres(tmp: Path, *, use_local: bool) -> Iterator[tuple[str, str]
                 yield f"postgresql://postgres@127.0.0.1:5432/{name}", "local"
             finally:
                 with psycopg.connect(_LOCAL_POSTGRES_ADMIN_URL, autocommit=True) as c:
-                    c.execute(
-                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                            sql.Identifier(name)
-                        )
-                    )
+                    c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
             return
     with _embedded_postgres(tmp / "pgdata") as url:
         yield url, "embedded"
@@ -367,9 +366,7 @@ def _embedded_postgres(pgdata: Path) -> Iterator[str]:
         info = server.get_postmaster_info()
         host = quote(str(info.socket_dir), safe="/")
         port = "" if info.port in (None, 5432) else f"&port={info.port}"
-        with psycopg.connect(
-            f"postgresql://postgres@/postgres?host={host}{port}", autocommit=True
-        ) as c:
+        with psycopg.connect(f"postgresql://postgres@/postgres?host={host}{port}", autocommit=True) as c:
             c.execute("CREATE DATABASE declic")
         yield f"postgresql://postgres@/declic?host={host}{port}"
     finally:

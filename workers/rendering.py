@@ -26,6 +26,7 @@ from babel import Locale
 from babel.dates import format_date, format_datetime
 from babel.numbers import format_currency, format_decimal
 from inscriptis import get_text
+from inscriptis.model.config import ParserConfig
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, pass_context, select_autoescape
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
@@ -99,6 +100,11 @@ def _number(ctx: Context, value: Any) -> str:
     return format_decimal(_as_decimal(value), locale=_babel_locale(ctx))
 
 
+def _line_total(item: Mapping[str, Any]) -> Decimal:
+    """unit_price × quantity, exactly: templates never multiply money as floats."""
+    return _as_decimal(item["unit_price"]) * int(item["quantity"])
+
+
 def _as_datetime(value: Any) -> datetime | date:
     if isinstance(value, datetime | date):
         return value
@@ -106,9 +112,17 @@ def _as_datetime(value: Any) -> datetime | date:
     return datetime.fromisoformat(text) if "T" in text else date.fromisoformat(text)
 
 
+def _contact_zone(ctx: Context) -> ZoneInfo:
+    contact = ctx.get("contact") or {}
+    return ZoneInfo(contact.get("timezone") or "UTC")
+
+
 @pass_context
 def _date(ctx: Context, value: Any, format: str = "long") -> str:
-    return format_date(_as_datetime(value), format=format, locale=_babel_locale(ctx))
+    moment = _as_datetime(value)
+    if isinstance(moment, datetime) and moment.tzinfo is not None:
+        moment = moment.astimezone(_contact_zone(ctx))  # the customer's calendar day, not UTC's
+    return format_date(moment, format=format, locale=_babel_locale(ctx))
 
 
 @pass_context
@@ -116,9 +130,7 @@ def _datetime(ctx: Context, value: Any, format: str = "medium") -> str:
     moment = _as_datetime(value)
     if not isinstance(moment, datetime):
         moment = datetime(moment.year, moment.month, moment.day)
-    contact = ctx.get("contact") or {}
-    zone = ZoneInfo(contact.get("timezone") or "UTC")
-    return format_datetime(moment, format=format, tzinfo=zone, locale=_babel_locale(ctx))
+    return format_datetime(moment, format=format, tzinfo=_contact_zone(ctx), locale=_babel_locale(ctx))
 
 
 def one_line(text: str) -> str:
@@ -141,7 +153,9 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.env.filters.update(money=_money, number=_number, date=_date, datetime=_datetime)
+        self.env.filters.update(
+            money=_money, number=_number, date=_date, datetime=_datetime, line_total=_line_total
+        )
         self._inliner = css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False)
 
     @lru_cache(maxsize=4096)  # noqa: B019 - one renderer per process; the cache is its point
@@ -205,12 +219,14 @@ class Renderer:
         return specific if self._exists(specific) else f"{base}/{part}.txt"
 
 
+# Links keep their URL in the text part ("Track your parcel [https://...]").
+_TEXT_CONFIG = ParserConfig(display_links=True)
 _HIDDEN_PREHEADER = re.compile(r"<div[^>]*display:\s*none[^>]*>.*?</div>", re.S | re.I)
 
 
 def html_to_text(html: str) -> str:
     """A readable text part from the HTML, without the hidden preheader."""
-    text = get_text(_HIDDEN_PREHEADER.sub("", html, count=1))
+    text = get_text(_HIDDEN_PREHEADER.sub("", html, count=1), _TEXT_CONFIG)
     lines = [line.rstrip() for line in text.splitlines()]
     compact = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
     return compact + "\n"
