@@ -19,8 +19,12 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Déclic: triggered and transactional email through Amazon SES.", no_args_is_help=True)
 flows_app = typer.Typer(help="Check the flow catalogue.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: what could not be processed, and why.", no_args_is_help=True)
+suppress_app = typer.Typer(help="The suppression list: addresses never mailed.", no_args_is_help=True)
+sends_app = typer.Typer(help="Sends in the ledger.", no_args_is_help=True)
 app.add_typer(flows_app, name="flows")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(suppress_app, name="suppress")
+app.add_typer(sends_app, name="sends")
 console = Console()
 err = Console(stderr=True)
 
@@ -71,6 +75,86 @@ def beat(loglevel: Annotated[str, typer.Option()] = "INFO") -> None:
     celery_app.start(["beat", "-l", loglevel, "--schedule", str(schedule)])
 
 
+@app.command()
+def dispatcher(
+    interval: Annotated[float, typer.Option(help="Seconds between looks at the schedule")] = 0.5,
+    scan_every: Annotated[float, typer.Option(help="Seconds between date and inactivity scans")] = 60.0,
+) -> None:
+    """Run the dispatcher: due scheduled sends to the broker, date and inactivity scans."""
+    import signal
+    import threading
+
+    from declic.logs import configure
+    from workers.dispatcher import Dispatcher
+    from workers.runtime import deps
+    from workers.tasks import enqueue
+
+    settings = get_settings()
+    configure(settings.log_level, settings.log_format)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    running = deps()
+    Dispatcher(running.store, running.catalogue, enqueue, default_tz=settings.default_timezone,
+               interval_s=interval, scan_every_s=scan_every, lost_after_s=settings.lost_after_s).run(stop)
+
+
+@suppress_app.command("add")
+def suppress_add(email: str, reason: Annotated[str, typer.Option()] = "manual") -> None:
+    """Never mail this address again (any flow, critical included)."""
+    from workers.store import Store
+
+    store = Store.connect(get_settings().database_url, max_size=1)
+    store.suppress(email, reason, source="cli")
+    store.close()
+    console.print(f"suppressed {email} ({reason})")
+
+
+@suppress_app.command("remove")
+def suppress_remove(email: str) -> None:
+    """Allow mail to this address again."""
+    from workers.store import Store
+
+    store = Store.connect(get_settings().database_url, max_size=1)
+    removed = store.unsuppress(email)
+    store.close()
+    console.print(f"removed {email}" if removed else f"{email} was not suppressed")
+    if not removed:
+        raise typer.Exit(1)
+
+
+@suppress_app.command("list")
+def suppress_list(limit: Annotated[int, typer.Option()] = 1000) -> None:
+    """The suppressed addresses, newest first."""
+    from workers.store import Store
+
+    store = Store.connect(get_settings().database_url, max_size=1)
+    rows = store.suppressions(limit)
+    store.close()
+    table = Table("address", "reason", "source", "since")
+    for row in rows:
+        table.add_row(row["email"], row["reason"], row["source"] or "", f"{row['created_at']:%Y-%m-%d %H:%M}")
+    console.print(table)
+    console.print(f"{len(rows)} suppressed address(es)")
+
+
+@sends_app.command("cancel")
+def sends_cancel(
+    event: Annotated[str | None, typer.Option(help="Cancel what this event still has to send")] = None,
+    contact: Annotated[str | None, typer.Option(help="Cancel what this contact still has to receive")] = None,
+) -> None:
+    """Cancel pending and scheduled sends of an event or a contact (sent mail is untouched)."""
+    from workers.store import Store
+
+    if (event is None) == (contact is None):
+        err.print("give --event ID or --contact ID")
+        raise typer.Exit(2)
+    store = Store.connect(get_settings().database_url, max_size=1)
+    count = store.cancel_pending(event_id=event, contact_id=contact)
+    store.close()
+    console.print(f"cancelled {count} send(s)")
+
+
 @flows_app.command("check")
 def flows_check(
     flows_dir: Annotated[Path | None, typer.Option(help="Default: DECLIC_FLOWS_DIR")] = None,
@@ -93,7 +177,7 @@ def flows_check(
     assert report.catalogue is not None
     table = Table("flow", "trigger", "category", "locales", "variants", "steps")
     for flow in report.catalogue:
-        table.add_row(flow.name, flow.trigger.event, flow.category.value, ", ".join(flow.locales),
+        table.add_row(flow.name, flow.trigger_type, flow.category.value, ", ".join(flow.locales),
                       ", ".join(v.name for v in flow.variants), ", ".join(s.name for s in flow.all_steps))
     console.print(table)
     console.print(f"[green]✓[/] {len(report.catalogue)} flows, {report.rendered} renders, no problems")
@@ -105,6 +189,7 @@ def preview(
     event: Annotated[Path | None, typer.Option(help="Event JSON file; default: the flow's sample")] = None,
     locale: Annotated[str | None, typer.Option(help="e.g. fr or fr-CA; default: the event's")] = None,
     variant: Annotated[str | None, typer.Option()] = None,
+    step: Annotated[str | None, typer.Option(help="A follow-up step; default: the first")] = None,
     out: Annotated[Path | None, typer.Option(help="Where to write the HTML")] = None,
 ) -> None:
     """Render a flow to an HTML file, from its sample event or from --event FILE."""
@@ -126,7 +211,7 @@ def preview(
     chosen_locale = locale or parsed.contact.locale
     try:
         email = _renderer().render(
-            definition, definition.all_steps[0], locale=chosen_locale,
+            definition, definition.step(step) if step else definition.all_steps[0], locale=chosen_locale,
             variant=variant or definition.variants[0].name, context=context,
         )
     except RenderError as exc:

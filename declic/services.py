@@ -254,6 +254,7 @@ class Services:
     redis_url: str
     aws_endpoint_url: str
     moto: MotoStandIn
+    secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     # How each was provided: "env", "local" (already running here) or "embedded".
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -265,6 +266,8 @@ class Services:
             "DECLIC_BROKER_URL": self.broker_url,
             "DECLIC_REDIS_URL": self.redis_url,
             "DECLIC_SES_QUEUE_URL": self.moto.ses_queue_url,
+            # Signs unsubscribe links; one per run of local services, shared by their processes.
+            "DECLIC_SECRET_KEY": self.secret_key,
             # The generic endpoint too, so no service can reach real AWS by accident.
             "AWS_ENDPOINT_URL": aws,
             "AWS_ENDPOINT_URL_SESV2": aws,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -38,8 +38,48 @@ class Settings(BaseSettings):
     # (a worker that died mid-send); see the duplicate window in the README.
     send_lease_s: int = Field(default=120, ge=5)
     send_max_attempts: int = Field(default=8, ge=1)
+    # Multiplies follow-up delays: 1 in production; the demo and tests shorten days to seconds.
+    delay_scale: float = Field(default=1.0, gt=0, le=1)
+    # Pending sends untouched this long are enqueued again (their broker message was lost).
+    lost_after_s: int = Field(default=300, ge=2)
     # Redis transport: unacknowledged messages come back after this many seconds.
     broker_visibility_timeout_s: int = Field(default=300, ge=10)
+
+    # The address the public reaches the API at; unsubscribe links point there.
+    public_url: str = "http://127.0.0.1:8000"
+    # Signs unsubscribe links (HMAC). No default: a shared default would let anyone forge
+    # links. Workers refuse to start without it; `python -c "import secrets;
+    # print(secrets.token_urlsafe(48))"` makes one.
+    secret_key: SecretStr | None = None
+    default_timezone: str = "Europe/Paris"
+
+    # -- the HTTP API and integrations -------------------------------------------------------
+    shopify_secret: str | None = None
+    stripe_secret: str | None = None
+    # YAML file of generic signed webhooks and of the external → Déclic event mappings.
+    integrations_file: Path = REPO_ROOT / "api" / "integrations.yaml"
+    api_rate_per_minute: int = Field(default=300, ge=1)
+    # How long an accepted event id (and a webhook delivery id) is remembered at the API, so a
+    # retry answers "duplicate" without reaching the broker; ingest dedupes forever behind it.
+    api_dedupe_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    # API keys found in Postgres are cached this long per process; a revoked key stops
+    # working within this many seconds.
+    api_key_cache_s: float = Field(default=5.0, ge=0)
+    # Secrets of the generic webhooks of integrations_file, by integration name, as JSON:
+    # DECLIC_INTEGRATION_SECRETS='{"zendesk": "..."}'. Shopify and Stripe have their own above.
+    integration_secrets: dict[str, str] = Field(default_factory=dict)
+
+    # -- reporting ---------------------------------------------------------------------------
+    # SNS topics whose notifications /v1/ses/sns accepts; empty accepts any signed topic.
+    sns_topic_arns: list[str] = Field(default_factory=list)
+    # An open this many seconds (or fewer) after its delivery is a machine's (scanners, prefetch).
+    report_machine_open_s: float = Field(default=5.0, ge=0)
+    # More than this many password-reset requests by one contact in a UTC day is flagged.
+    report_reset_threshold: int = Field(default=3, ge=1)
+    # Event types counted as password-reset requests.
+    report_reset_event_types: list[str] = Field(default_factory=lambda: ["password_reset"])
+    # Minimum delivered emails in a window before its rates are compared (below: noise).
+    report_min_delivered: int = Field(default=30, ge=1)
 
     log_format: str = "auto"  # "json", "console" or "auto" (console on a terminal)
     log_level: str = "INFO"
@@ -48,6 +88,17 @@ class Settings(BaseSettings):
     brand_url: str = "https://shop.example.com"
     brand_address: str = "12 rue des Lilas, 75011 Paris, France"
     support_email: str = "support@shop.example.com"
+
+    def require_secret_key(self) -> str:
+        """The signing key, or a ConfigurationError naming the variable to set."""
+        if self.secret_key is None or len(self.secret_key.get_secret_value()) < 16:
+            from workers.errors import ConfigurationError
+
+            raise ConfigurationError(
+                "DECLIC_SECRET_KEY is not set (or shorter than 16 characters): it signs unsubscribe "
+                "links; set it to a long random value shared by every worker and API process"
+            )
+        return self.secret_key.get_secret_value()
 
     @property
     def effective_redis_url(self) -> str:

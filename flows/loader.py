@@ -42,13 +42,25 @@ class Catalogue:
 
     flows: dict[str, Flow] = field(default_factory=dict)
     _by_event: dict[str, list[Flow]] = field(default_factory=lambda: defaultdict(list))
+    _exits: dict[str, list[Flow]] = field(default_factory=lambda: defaultdict(list))
 
     def add(self, flow: Flow) -> None:
         self.flows[flow.name] = flow
-        self._by_event[flow.trigger.event].append(flow)
+        if flow.trigger.event is not None:
+            self._by_event[flow.trigger.event].append(flow)
+        for exit_ in flow.exit:
+            self._exits[exit_.event].append(flow)
 
     def for_event(self, event_type: str) -> list[Flow]:
         return list(self._by_event.get(event_type, ()))
+
+    def exits_for(self, event_type: str) -> list[Flow]:
+        """Flows that an event of this type makes a contact leave."""
+        return list(self._exits.get(event_type, ()))
+
+    def scheduled(self) -> list[Flow]:
+        """Flows started by a date or by inactivity rather than by an event."""
+        return [f for f in self.flows.values() if f.trigger.event is None]
 
     def __getitem__(self, name: str) -> Flow:
         return self.flows[name]
@@ -82,8 +94,10 @@ def load_flow(path: Path) -> tuple[Flow | None, list[FlowProblem]]:
     problems: list[FlowProblem] = []
     if flow.name != path.stem:
         problems.append(FlowProblem(name, "name", f"{flow.name!r} must match the file name {path.stem!r}"))
-    conditions = [("trigger.condition", flow.trigger.condition)] + [
-        (f"steps.{i}.condition", s.condition) for i, s in enumerate(flow.steps)
+    conditions = [
+        ("trigger.condition", flow.trigger.condition),
+        *((f"steps.{i}.condition", s.condition) for i, s in enumerate(flow.steps)),
+        *((f"exit.{i}.condition", e.condition) for i, e in enumerate(flow.exit)),
     ]
     for where, source in conditions:
         if source is not None:

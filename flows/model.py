@@ -8,7 +8,7 @@ is its YAML file's stem, its template folder and its SES ``flow`` tag.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import time, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -38,9 +38,73 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+EVENT_TYPE = r"^[a-z][a-z0-9_.:-]{0,63}$"
+
+
+def _as_duration(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("-"):
+        return -parse_duration(value[1:])
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+class DateTrigger(_Strict):
+    """Fire on a date attribute of the contact (``birthday``) at a local time, once a year."""
+
+    attribute: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    at: time = time(9, 0)
+    offset: timedelta = timedelta(0)  # "-3d": three days before the date
+
+    @field_validator("offset", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return _as_duration(value)
+
+
+class InactivityTrigger(_Strict):
+    """Fire once per inactive period, when a contact has shown no activity for ``after``."""
+
+    after: timedelta
+
+    @field_validator("after", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return _as_duration(value)
+
+
 class Trigger(_Strict):
-    event: str = Field(pattern=r"^[a-z][a-z0-9_.:-]{0,63}$")
+    """What starts the flow: exactly one of an event type, a date attribute, or inactivity."""
+
+    event: str | None = Field(default=None, pattern=EVENT_TYPE)
     condition: str | None = Field(default=None, max_length=2000)
+    date: DateTrigger | None = None
+    inactivity: InactivityTrigger | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Trigger:
+        kinds = [k for k in ("event", "date", "inactivity") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one of event, date or inactivity")
+        return self
+
+
+class Exit(_Strict):
+    """An event that cancels what the flow still has pending for the contact."""
+
+    event: str = Field(pattern=EVENT_TYPE)
+    # Sees ``event`` (the exit event) and ``trigger`` (the event that started the flow).
+    condition: str | None = Field(default=None, max_length=2000)
+
+
+class QuietHours(_Strict):
+    """Local hours when marketing steps wait (e.g. 21:00 to 08:00 spans midnight)."""
+
+    start: time
+    end: time
+
+    def contains(self, local: time) -> bool:
+        if self.start <= self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end
 
 
 class Sender(_Strict):
@@ -107,6 +171,8 @@ class Flow(_Strict):
     )
     bulk: bool = Field(default=False, description="Send through send.bulk whatever the category.")
     steps: list[Step] = Field(default_factory=list)
+    exit: list[Exit] = Field(default_factory=list)
+    quiet_hours: QuietHours | None = None
     sample: dict[str, Any] = Field(description="A complete sample event, rendered by the checks.")
 
     @field_validator("freshness", mode="before")
@@ -124,9 +190,19 @@ class Flow(_Strict):
         step_names = [s.name for s in self.all_steps]
         if len(set(step_names)) != len(step_names):
             raise ValueError("step names must be unique")
-        if self.sample.get("type") != self.trigger.event:
-            raise ValueError(f"sample.type must be the trigger event {self.trigger.event!r}")
+        if self.sample.get("type") != self.trigger_type:
+            raise ValueError(f"sample.type must be {self.trigger_type!r}, the type this flow's trigger produces")
         return self
+
+    @property
+    def trigger_type(self) -> str:
+        """The event type that starts the flow; date and inactivity triggers make their own."""
+        if self.trigger.date is not None:
+            return f"date.{self.trigger.date.attribute}"
+        if self.trigger.inactivity is not None:
+            return "inactivity"
+        assert self.trigger.event is not None
+        return self.trigger.event
 
     @property
     def all_steps(self) -> list[Step]:

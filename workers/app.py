@@ -54,9 +54,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_time_limit": 300,
         "task_soft_time_limit": 240,
         "timezone": "UTC",
-        "beat_schedule": {
-            "requeue-lost-sends": {"task": "declic.requeue_lost", "schedule": 30.0},
-        },
+        "beat_schedule": {},
     }
 
 

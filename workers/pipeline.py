@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -20,13 +21,16 @@ from events.envelope import EventInvalid, parse_event
 from flows.conditions import ConditionError, evaluate
 from flows.consent import consent_skip
 from flows.loader import Catalogue
-from flows.planning import plan_sends
+from flows.model import Category
+from flows.planning import EventPlan
+from flows.schedules import quiet_until
 from workers.attachments import ObjectStore, collect_attachments
 from workers.errors import AttachmentError, PermanentSendError, TransientSendError
 from workers.payload import OutgoingEmail, build_send_request
 from workers.rendering import Renderer, RenderError, build_context
 from workers.ses import Sender
-from workers.store import Enqueue, IngestResult, Row, Store
+from workers.store import IngestResult, Row, Store
+from workers.unsubscribe import UnsubscribeLinks
 
 log = structlog.get_logger("declic")
 
@@ -57,13 +61,21 @@ class Retry:
 
 
 @dataclass(frozen=True)
+class Deferred:
+    """Held back until ``until`` (quiet hours); the dispatcher sends it then."""
+
+    until: datetime
+    label: str = "deferred"
+
+
+@dataclass(frozen=True)
 class NotClaimed:
     """Already sent, skipped, failed or being sent by someone else: nothing to do."""
 
     label: str = "not_claimed"
 
 
-Outcome = Sent | Skipped | Failed | Retry | NotClaimed
+Outcome = Sent | Skipped | Failed | Retry | Deferred | NotClaimed
 
 
 @dataclass(frozen=True)
@@ -76,10 +88,15 @@ class Deps:
     sender: Sender
     objects: ObjectStore
     configuration_set: str | None
+    links: UnsubscribeLinks
+    default_timezone: str = "UTC"
     max_attempts: int = 8
+    delay_scale: float = 1.0
 
 
-def ingest_event(store: Store, catalogue: Catalogue, raw: Any, now: datetime | None = None) -> IngestResult | None:
+def ingest_event(
+    store: Store, catalogue: Catalogue, raw: Any, now: datetime | None = None, *, delay_scale: float = 1.0
+) -> IngestResult | None:
     """Validate, dedupe, upsert the contact and record sends; None for a dead-lettered event."""
     try:
         event = parse_event(raw if isinstance(raw, dict | str | bytes) else repr(raw))
@@ -90,10 +107,10 @@ def ingest_event(store: Store, catalogue: Catalogue, raw: Any, now: datetime | N
         log.warning("event_refused", event_id=ref, reason="invalid_event", errors=exc.errors[:10])
         return None
     moment = now or datetime.now(UTC)
-    result = store.ingest(event, lambda contact: plan_sends(catalogue, event, contact, moment))
+    result = store.ingest(event, EventPlan(catalogue, event, moment, delay_scale))
     log.info(
         "event_ingested", event_id=event.id, event_type=event.type, duplicate=result.duplicate,
-        sends=result.planned, due_now=len(result.to_enqueue),
+        sends=result.planned, due_now=len(result.to_enqueue), cancelled=result.cancelled,
     )
     return result
 
@@ -140,6 +157,9 @@ def deliver(send_id: str, deps: Deps) -> Outcome:
     elif isinstance(outcome, Retry):
         deps.store.mark_retry(send_id, outcome.reason)
         bound.warning("send_retrying", reason=outcome.reason, delay_s=round(outcome.delay_s, 2))
+    elif isinstance(outcome, Deferred):
+        deps.store.defer(send_id, outcome.until, "quiet_hours")
+        bound.info("send_deferred", reason="quiet_hours", until=outcome.until.isoformat())
     return outcome
 
 
@@ -151,7 +171,18 @@ def _deliver_claimed(row: Row, deps: Deps) -> Outcome:
     skip = consent_skip(row["category"], row)
     if skip:
         return Skipped(skip)
+    marketing = Category(row["category"]) is Category.MARKETING
+    if marketing and flow.quiet_hours is not None:
+        zone = ZoneInfo(row["timezone"] or deps.default_timezone)
+        until = quiet_until(flow.quiet_hours, datetime.now(UTC), zone)
+        if until is not None:
+            return Deferred(until)
     context = template_context(row)
+    headers: dict[str, str] = {}
+    if marketing:
+        unsubscribe_url = deps.links.url(row["contact_id"], flow.name)
+        context["links"] = {"unsubscribe": unsubscribe_url}
+        headers = deps.links.headers(unsubscribe_url)
     try:
         if not evaluate(step.condition, context):
             return Skipped("condition")
@@ -173,6 +204,7 @@ def _deliver_claimed(row: Row, deps: Deps) -> Outcome:
                 text=email.text,
                 tags={"flow": flow.name, "step": step.name, "variant": row["variant"], "send_id": str(row["id"])},
                 configuration_set=deps.configuration_set,
+                headers=headers,
                 attachments=attachments,
             )
         )
@@ -197,11 +229,3 @@ def _retry_or_fail(row: Row, reason: str, deps: Deps) -> Outcome:
     if row["attempts"] >= deps.max_attempts:
         return Failed(f"gave_up after {row['attempts']} attempts: {reason}")
     return Retry(reason, backoff_s(row["attempts"]))
-
-
-def requeue_lost(store: Store, older_than_s: int = 60) -> list[Enqueue]:
-    """Sends due for a while that nobody took: their message was lost. Enqueue them again."""
-    lost = store.stale_pending(older_than_s)
-    if lost:
-        log.warning("sends_requeued", count=len(lost))
-    return lost

@@ -15,6 +15,7 @@ from workers.pipeline import Deps
 from workers.rendering import Renderer
 from workers.ses import SesSender
 from workers.store import Store
+from workers.unsubscribe import UnsubscribeLinks
 
 _lock = threading.Lock()
 _deps: Deps | None = None
@@ -37,7 +38,10 @@ def build_deps(settings: Settings) -> Deps:
         sender=SesSender(timeout_s=settings.ses_timeout_s),
         objects=S3ObjectStore(timeout_s=settings.ses_timeout_s),
         configuration_set=settings.ses_configuration_set,
+        links=UnsubscribeLinks(settings.require_secret_key(), settings.public_url),
+        default_timezone=settings.default_timezone,
         max_attempts=settings.send_max_attempts,
+        delay_scale=settings.delay_scale,
     )
 
 

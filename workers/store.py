@@ -9,9 +9,10 @@ again; a claim left behind by a dead worker may be taken over after ``lease_s`` 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg import Connection
@@ -20,9 +21,12 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from events.envelope import Event
-from flows.planning import PlannedSend
+from flows.planning import EventPlan, PlannedSend
 
 Row = dict[str, Any]
+
+OPT_IN_EVENT = "marketing_opt_in"
+"""The event type that re-subscribes a contact who unsubscribed (with ``contact.opt_in: true``)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class IngestResult:
     duplicate: bool
     to_enqueue: list[Enqueue]
     planned: int
+    cancelled: int = 0
 
 
 _CLAIM = """
@@ -49,12 +54,12 @@ WITH claimed AS (
             OR (state = 'sending' AND claimed_at < now() - make_interval(secs => %(lease)s)))
  RETURNING *
 )
-SELECT s.*, e.payload AS event, e.received_at,
+SELECT s.*, coalesce(e.payload, s.payload) AS event, e.received_at,
        c.email, c.locale AS contact_locale, c.timezone, c.attributes, c.opt_in,
        c.unsubscribed_at, c.purchases, c.total_spent, c.last_purchase_at, c.last_activity_at,
        (SELECT reason FROM suppressions x WHERE x.email = lower(c.email)) AS suppressed
   FROM claimed s
-  JOIN events e ON e.id = s.event_id
+  LEFT JOIN events e ON e.id = s.event_id
   JOIN contacts c ON c.id = s.contact_id
 """
 
@@ -72,8 +77,14 @@ ON CONFLICT (id) DO UPDATE SET
     attributes = CASE WHEN excluded.profile_at >= c.profile_at
                       THEN c.attributes || excluded.attributes
                       ELSE excluded.attributes || c.attributes END,
+    -- After an unsubscribe, only an explicit marketing_opt_in event newer than it opts the
+    -- contact back in: a producer echoing its own stale "opt_in: true" must not undo it.
     opt_in     = CASE WHEN %(opt_in)s::boolean IS NOT NULL AND excluded.profile_at >= c.profile_at
+                           AND (c.unsubscribed_at IS NULL
+                                OR (%(explicit)s AND excluded.profile_at > c.unsubscribed_at))
                       THEN %(opt_in)s::boolean ELSE c.opt_in END,
+    unsubscribed_at = CASE WHEN %(explicit)s AND %(opt_in)s::boolean AND excluded.profile_at > c.unsubscribed_at
+                           THEN NULL ELSE c.unsubscribed_at END,
     last_activity_at = greatest(c.last_activity_at, excluded.last_activity_at),
     profile_at = greatest(c.profile_at, excluded.profile_at),
     updated_at = now()
@@ -86,6 +97,13 @@ UPDATE contacts SET purchases = purchases + 1, total_spent = total_spent + %(tot
  WHERE id = %(id)s
 RETURNING *
 """
+
+
+# What trigger conditions see of a contact in scans (the same names as in templates).
+_CONTACT_VIEW = (
+    "id, email, locale, timezone, attributes, opt_in, purchases, total_spent::text AS total_spent,"
+    " last_purchase_at, last_activity_at"
+)
 
 
 class Store:
@@ -119,9 +137,7 @@ class Store:
 
     # -- ingest -----------------------------------------------------------------------------
 
-    def ingest(
-        self, event: Event, plan: Callable[[Row], Sequence[PlannedSend]]
-    ) -> IngestResult:
+    def ingest(self, event: Event, plan: EventPlan) -> IngestResult:
         """Record the event, upsert its contact and record its sends in one transaction.
 
         An event id seen before changes nothing; its sends still pending are returned so a
@@ -140,34 +156,77 @@ class Store:
                     (event.id,),
                 ).fetchall()
                 return IngestResult(True, [Enqueue(r["id"], r["queue"]) for r in pending], 0)
+            # The upsert locks the contact's row until commit, so concurrent events of one
+            # contact are decided one after the other: caps and exits see each other's sends.
             contact = self._upsert_contact(conn, event)
-            planned = plan(contact)
-            to_enqueue: list[Enqueue] = []
-            for send in planned:
-                send_id = str(uuid.uuid4())
-                row = conn.execute(
-                    "INSERT INTO sends (id, send_key, event_id, contact_id, flow, step, variant,"
-                    " category, queue, state, reason, due_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                    " ON CONFLICT (send_key) DO NOTHING RETURNING id",
-                    (send_id, send.send_key, event.id, event.contact.id, send.flow, send.step,
-                     send.variant, send.category, send.queue, send.state, send.reason,
-                     send.due_at),
-                ).fetchone()
-                if row is None:
-                    continue
-                if send.state == "pending":
-                    to_enqueue.append(Enqueue(send_id, send.queue))
-                elif send.state == "failed":
-                    self._dead_letter(conn, "send", send_id, send.flow, send.reason or "failed")
-            return IngestResult(False, to_enqueue, len(planned))
+            cancelled = self._apply_exits(conn, event, plan)
+            planned = plan.sends(contact, self._recent_counts(conn, event.contact.id, plan.caps()))
+            to_enqueue = self._insert_sends(conn, planned, event.contact.id, event_id=event.id)
+            return IngestResult(False, to_enqueue, len(planned), cancelled)
+
+    def _insert_sends(
+        self, conn: Connection[Row], planned: Sequence[PlannedSend], contact_id: str, *,
+        event_id: str | None = None, payload: dict[str, Any] | None = None,
+    ) -> list[Enqueue]:
+        to_enqueue: list[Enqueue] = []
+        for send in planned:
+            send_id = str(uuid.uuid4())
+            row = conn.execute(
+                "INSERT INTO sends (id, send_key, event_id, payload, contact_id, flow, step, variant,"
+                " category, queue, state, reason, due_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (send_key) DO NOTHING RETURNING id",
+                (send_id, send.send_key, event_id, None if payload is None else Jsonb(payload), contact_id,
+                 send.flow, send.step, send.variant, send.category, send.queue, send.state, send.reason,
+                 send.due_at),
+            ).fetchone()
+            if row is None:
+                continue
+            if send.state == "pending":
+                to_enqueue.append(Enqueue(send_id, send.queue))
+            elif send.state == "failed":
+                self._dead_letter(conn, "send", send_id, send.flow, send.reason or "failed")
+        return to_enqueue
+
+    @staticmethod
+    def _recent_counts(conn: Connection[Row], contact_id: str, caps: dict[str, timedelta]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for flow, window in caps.items():
+            row = conn.execute(
+                "SELECT count(*) AS n FROM sends WHERE contact_id = %s AND flow = %s"
+                " AND created_at > now() - %s AND state NOT IN ('skipped', 'failed')",
+                (contact_id, flow, window),
+            ).fetchone()
+            counts[flow] = int(row["n"]) if row else 0
+        return counts
+
+    @staticmethod
+    def _apply_exits(conn: Connection[Row], event: Event, plan: EventPlan) -> int:
+        flows = plan.exit_flows()
+        if not flows:
+            return 0
+        pending = conn.execute(
+            "SELECT s.id, s.flow, coalesce(e.payload, s.payload) AS trigger FROM sends s"
+            " LEFT JOIN events e ON e.id = s.event_id"
+            " WHERE s.contact_id = %s AND s.flow = ANY(%s) AND s.state IN ('scheduled', 'pending', 'retry')",
+            (event.contact.id, flows),
+        ).fetchall()
+        doomed = [r["id"] for r in pending if plan.cancels(r["flow"], r["trigger"])]
+        if doomed:
+            conn.execute(
+                "UPDATE sends SET state = 'skipped', reason = 'cancelled', updated_at = now()"
+                " WHERE id = ANY(%s) AND state IN ('scheduled', 'pending', 'retry')",
+                (doomed,),
+            )
+        return len(doomed)
 
     def _upsert_contact(self, conn: Connection[Row], event: Event) -> Row:
         c = event.contact
         row = conn.execute(
             _UPSERT_CONTACT,
             {"id": c.id, "email": c.email, "locale": c.locale, "timezone": c.timezone,
-             "attributes": Jsonb(c.attributes), "opt_in": c.opt_in, "at": event.occurred_at},
+             "attributes": Jsonb(c.attributes), "opt_in": c.opt_in, "at": event.occurred_at,
+             "explicit": event.type == OPT_IN_EVENT},
         ).fetchone()
         if event.type == "purchase":
             row = conn.execute(
@@ -216,6 +275,105 @@ class Store:
                 (reason, send_id),
             )
             self._dead_letter(conn, "send", send_id, flow, reason)
+
+    def defer(self, send_id: str, until: datetime, reason: str) -> None:
+        """Hand a claimed send back to the schedule (quiet hours): the dispatcher sends it then."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE sends SET state = 'scheduled', due_at = %s, reason = %s, attempts = attempts - 1,"
+                " updated_at = now() WHERE id = %s AND state = 'sending'",
+                (until, reason, send_id),
+            )
+
+    # -- the schedule -----------------------------------------------------------------------
+
+    def dispatch_due(self, limit: int = 500) -> list[Enqueue]:
+        """Claim scheduled sends that are due and make them pending; enqueue the result.
+
+        ``SKIP LOCKED`` lets several dispatchers run at once without taking the same rows.
+        """
+        with self._tx() as conn:
+            rows = conn.execute(
+                "UPDATE sends SET state = 'pending', updated_at = now() WHERE id IN ("
+                "  SELECT id FROM sends WHERE state = 'scheduled' AND due_at <= now()"
+                "  ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+                " RETURNING id::text AS id, queue",
+                (limit,),
+            ).fetchall()
+        return [Enqueue(r["id"], r["queue"]) for r in rows]
+
+    def schedule(self, contact_id: str, planned: Sequence[PlannedSend], payload: dict[str, Any]) -> list[Enqueue]:
+        """Record sends not caused by an event (dates, inactivity); their keys make them once-only."""
+        with self._tx() as conn:
+            return self._insert_sends(conn, planned, contact_id, payload=payload)
+
+    def contacts_with_attribute(self, attribute: str, batch: int = 5000) -> Iterator[Row]:
+        """Contacts holding a date attribute, streamed in batches by id."""
+        last = ""
+        while True:
+            with self._tx() as conn:
+                rows = conn.execute(
+                    f"SELECT {_CONTACT_VIEW}, attributes ->> %s AS value FROM contacts"
+                    " WHERE attributes ? %s AND id > %s ORDER BY id LIMIT %s",
+                    (attribute, attribute, last, batch),
+                ).fetchall()
+            yield from rows
+            if len(rows) < batch:
+                return
+            last = rows[-1]["id"]
+
+    def inactive_contacts(self, flow: str, first_step: str, after: timedelta, limit: int = 5000) -> list[Row]:
+        """Contacts inactive for ``after`` that this flow has not mailed in this inactive period.
+
+        The period is named by the last activity's epoch second, as in the send key.
+        """
+        with self._tx() as conn:
+            return conn.execute(
+                f"SELECT {_CONTACT_VIEW} FROM contacts c"
+                " WHERE c.last_activity_at < now() - %(after)s AND NOT EXISTS ("
+                "   SELECT 1 FROM sends s WHERE s.send_key = 'inactive:' || c.id || ':'"
+                "   || floor(extract(epoch FROM c.last_activity_at))::bigint || ':' || %(flow)s || ':' || %(step)s)"
+                " ORDER BY c.last_activity_at LIMIT %(limit)s",
+                {"after": after, "flow": flow, "step": first_step, "limit": limit},
+            ).fetchall()
+
+    def cancel_pending(self, *, event_id: str | None = None, contact_id: str | None = None) -> int:
+        """Cancel what is still to send for an event or a contact; sent mail is untouched."""
+        if (event_id is None) == (contact_id is None):
+            raise ValueError("cancel by event_id or by contact_id, one of the two")
+        column = "event_id" if event_id is not None else "contact_id"
+        with self._tx() as conn:
+            cursor = conn.execute(
+                f"UPDATE sends SET state = 'skipped', reason = 'cancelled', updated_at = now()"
+                f" WHERE {column} = %s AND state IN ('scheduled', 'pending', 'retry')",
+                (event_id or contact_id,),
+            )
+            return cursor.rowcount
+
+    # -- consent ----------------------------------------------------------------------------
+
+    def unsubscribe(self, contact_id: str) -> bool:
+        """Withdraw marketing consent at once and cancel marketing still pending."""
+        with self._tx() as conn:
+            row = conn.execute(
+                "UPDATE contacts SET opt_in = false, unsubscribed_at = coalesce(unsubscribed_at, now()),"
+                " updated_at = now() WHERE id = %s RETURNING id",
+                (contact_id,),
+            ).fetchone()
+            conn.execute(
+                "UPDATE sends SET state = 'skipped', reason = 'unsubscribed', updated_at = now()"
+                " WHERE contact_id = %s AND category = 'marketing' AND state IN ('scheduled', 'pending', 'retry')",
+                (contact_id,),
+            )
+            return row is not None
+
+    def unsuppress(self, email: str) -> bool:
+        with self._tx() as conn:
+            return conn.execute("DELETE FROM suppressions WHERE email = lower(%s)", (email,)).rowcount > 0
+
+    def suppressions(self, limit: int = 1000) -> list[Row]:
+        with self._tx() as conn:
+            return conn.execute("SELECT * FROM suppressions ORDER BY created_at DESC LIMIT %s", (limit,)).fetchall()
 
     # -- dead letters -----------------------------------------------------------------------
 
@@ -279,14 +437,29 @@ class Store:
                 "SELECT * FROM sends WHERE event_id = %s ORDER BY flow, step", (event_id,)
             ).fetchall()
 
+    def sends_for_contacts(self, contact_ids: Sequence[str]) -> list[Row]:
+        with self._tx() as conn:
+            return conn.execute(
+                "SELECT * FROM sends WHERE contact_id = ANY(%s) ORDER BY created_at, flow, step",
+                (list(contact_ids),),
+            ).fetchall()
+
     def stale_pending(self, older_than_s: int, limit: int = 1000) -> list[Enqueue]:
-        """Sends due but not taken for a while: their broker message was lost; enqueue again."""
+        """Sends due for a while that nobody took: their broker message was probably lost.
+
+        Each one returned is stamped, so it is offered again only after another
+        ``older_than_s``: a long backlog is not flooded with copies. A copy that does reach a
+        worker finds the send already claimed and does nothing.
+        """
         with self._tx() as conn:
             rows = conn.execute(
-                "SELECT id::text AS id, queue FROM sends"
-                " WHERE (state IN ('pending', 'retry') AND updated_at < now() - make_interval(secs => %s))"
-                "    OR (state = 'sending' AND claimed_at < now() - make_interval(secs => %s))"
-                " ORDER BY due_at LIMIT %s",
+                "UPDATE sends SET updated_at = now() WHERE id IN ("
+                "  SELECT id FROM sends"
+                "   WHERE due_at <= now() AND ((state IN ('pending', 'retry')"
+                "          AND updated_at < now() - make_interval(secs => %s))"
+                "      OR (state = 'sending' AND claimed_at < now() - make_interval(secs => %s)))"
+                "   ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+                " RETURNING id::text AS id, queue",
                 (older_than_s, self.lease_s, limit),
             ).fetchall()
         return [Enqueue(r["id"], r["queue"]) for r in rows]

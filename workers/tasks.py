@@ -11,7 +11,7 @@ from celery import Task
 
 from workers import runtime
 from workers.app import app
-from workers.pipeline import Retry, deliver, ingest_event, requeue_lost
+from workers.pipeline import Retry, deliver, ingest_event
 from workers.store import Enqueue
 
 # Postgres briefly down or restarting: retry with backoff; the message stays unacknowledged.
@@ -28,7 +28,8 @@ def enqueue(sends: Iterable[Enqueue]) -> None:
           retry_jitter=True, max_retries=None)
 def ingest(event: Any) -> str:
     """Ingest one event published on the ``events`` queue."""
-    result = ingest_event(runtime.deps().store, runtime.deps().catalogue, event)
+    deps = runtime.deps()
+    result = ingest_event(deps.store, deps.catalogue, event, delay_scale=deps.delay_scale)
     if result is None:
         return "invalid"
     enqueue(result.to_enqueue)
@@ -43,11 +44,3 @@ def deliver_send(self: Task[Any, Any], send_id: str) -> str:
     if isinstance(outcome, Retry):
         raise self.retry(countdown=outcome.delay_s, max_retries=None)
     return outcome.label
-
-
-@app.task(name="declic.requeue_lost", ignore_result=True)
-def requeue_lost_sends() -> int:
-    """Periodic: enqueue again the sends whose broker message was lost."""
-    lost = requeue_lost(runtime.deps().store)
-    enqueue(lost)
-    return len(lost)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from declic.processes import WorkerProcess
+from declic.processes import ManagedProcess, WorkerProcess
 from declic.services import Services
 from events import Publisher
 from workers.store import Store
@@ -18,7 +18,9 @@ from workers.store import Store
 
 @pytest.fixture(scope="session")
 def worker_env(services: Services) -> dict[str, str]:
-    return {**services.env(), "DECLIC_LOG_FORMAT": "json", "DECLIC_SES_TIMEOUT_S": "5"}
+    # One day of follow-up delay lasts one second here; lost messages are looked for after 3 s.
+    return {**services.env(), "DECLIC_LOG_FORMAT": "json", "DECLIC_SES_TIMEOUT_S": "5",
+            "DECLIC_DELAY_SCALE": str(1 / 86400), "DECLIC_LOST_AFTER_S": "3"}
 
 
 @pytest.fixture(scope="session")
@@ -71,3 +73,22 @@ def final_sends(store: Store, event_id: str, count: int = 1) -> list[dict[str, A
 @pytest.fixture
 def log_path(worker: WorkerProcess) -> Path:
     return worker.log_path
+
+
+def daytime_zone() -> str:
+    """A time zone where it is now mid-day, so quiet hours (21:00-08:00) never hold a test's mail."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    for offset in range(-11, 13):
+        name = f"Etc/GMT{-offset:+d}" if offset else "UTC"
+        if 10 <= datetime.now(UTC).astimezone(ZoneInfo(name)).hour <= 18:
+            return name
+    raise AssertionError("unreachable: some zone is at mid-day")
+
+
+def dispatcher_process(env: dict[str, str], log_path: Path) -> ManagedProcess:
+    import sys
+
+    return ManagedProcess([sys.executable, "-m", "declic", "dispatcher", "--interval", "0.2"], env, log_path,
+                          ready_line="dispatcher_started", name="dispatcher")

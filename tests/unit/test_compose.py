@@ -12,7 +12,7 @@ from declic.settings import REPO_ROOT
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 EXPECTED_SERVICES = {
     "redis", "postgres", "moto", "aws-init", "migrate",
-    "worker-events", "worker-send", "beat", "api",
+    "worker-events", "worker-send", "beat", "dispatcher", "api",
 }  # fmt: skip
 
 

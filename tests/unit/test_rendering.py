@@ -15,13 +15,17 @@ from flows.model import Flow
 from workers.rendering import Renderer, RenderError, build_context, locale_candidates
 
 CATALOGUE = load_catalogue(REPO_ROOT / "flows" / "catalogue")
-CASES = [(f.name, loc, v.name) for f in CATALOGUE for loc in f.locales for v in f.variants]
+CASES = [
+    (f.name, s.name, loc, v.name) for f in CATALOGUE for s in f.all_steps for loc in f.locales for v in f.variants
+]
 
 
-@pytest.mark.parametrize(("flow", "locale", "variant"), CASES)
-def test_every_flow_renders_in_every_locale(flow: str, locale: str, variant: str, renderer: Renderer) -> None:
-    """Each flow × locale × variant renders a one-line subject, a preheader, HTML with inlined CSS and text."""
-    email = render_sample(renderer, CATALOGUE[flow], locale, variant)
+@pytest.mark.parametrize(("flow", "step", "locale", "variant"), CASES)
+def test_every_flow_renders_in_every_locale(
+    flow: str, step: str, locale: str, variant: str, renderer: Renderer
+) -> None:
+    """Each flow × step × locale × variant renders a one-line subject, a preheader, HTML with inlined CSS and text."""
+    email = render_sample(renderer, CATALOGUE[flow], locale, variant, step)
     assert email.locale == locale
     assert email.subject and "\n" not in email.subject
     assert email.preheader

@@ -1,0 +1,1 @@
+"""The HTTP service: events, integrations, SES notifications, unsubscribe, health and metrics."""

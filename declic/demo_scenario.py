@@ -1,0 +1,95 @@
+"""The demo's day of shop events: every flow's sample, plus the interaction stories.
+
+Pure: builds event dicts from the catalogue and the clock. Besides one sample per
+event-triggered flow it plays a fifth purchase (the loyalty invitation), a refund that
+cancels a satisfaction survey, a customer without marketing consent, a birthday and an
+account anniversary falling due now in the contacts' own time zones, and a customer
+silent for 100 days (the win-back).
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flows import Catalogue
+
+
+@dataclass
+class Scenario:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    # Flows whose emails are expected to be skipped on purpose, with the reason.
+    expected_skips: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def contact_ids(self) -> list[str]:
+        return sorted({e["contact"]["id"] for e in self.events})
+
+
+def _fresh(event: dict[str, Any], now: datetime, **contact: Any) -> dict[str, Any]:
+    copied = copy.deepcopy(event)
+    copied["id"] = f"demo-{copied['type']}-{uuid.uuid4().hex[:10]}"
+    copied["occurred_at"] = now.isoformat()
+    copied["contact"] = {**copied["contact"], **contact}
+    return copied
+
+
+def zone_where_it_is_past(at: time, now: datetime) -> str:
+    """A fixed-offset zone where the local time is between ``at`` and two hours after it."""
+    for offset in range(-12, 15):
+        name = f"Etc/GMT{-offset:+d}" if offset else "UTC"
+        local = now.astimezone(ZoneInfo(name))
+        start = datetime.combine(local.date(), at, tzinfo=local.tzinfo)
+        if start <= local < start + timedelta(hours=2):
+            return name
+    return "UTC"
+
+
+def build(catalogue: Catalogue, now: datetime | None = None) -> Scenario:
+    moment = now or datetime.now(UTC)
+    scenario = Scenario()
+    for flow in catalogue:
+        if flow.trigger.event is None:
+            continue
+        if flow.name == "loyalty_invitation":
+            # The invitation follows the fifth purchase: four earlier orders first.
+            for _ in range(5):
+                scenario.events.append(_fresh(flow.sample, moment))
+            continue
+        scenario.events.append(_fresh(flow.sample, moment))
+
+    if "satisfaction_survey" in catalogue.flows:
+        purchase = _fresh(catalogue["satisfaction_survey"].sample, moment, id="demo-refunder")
+        scenario.events.append(purchase)
+        refund = _fresh(purchase, moment)
+        refund.update(type="order_refunded", data={"order_id": purchase["data"]["order_id"], "reason": "damaged"})
+        scenario.events.append(refund)
+
+    if "onboarding" in catalogue.flows:
+        no_consent = _fresh(catalogue["onboarding"].sample, moment, id="demo-no-consent", opt_in=False,
+                            email="no.marketing@example.com")
+        scenario.events.append(no_consent)
+        scenario.expected_skips["onboarding"] = "no_consent"
+
+    for flow in catalogue.scheduled():
+        trigger = flow.trigger
+        if trigger.date is not None:
+            zone = zone_where_it_is_past(trigger.date.at, moment)
+            local_today = moment.astimezone(ZoneInfo(zone)).date()
+            occurrence = local_today - timedelta(days=trigger.date.offset.days)
+            years_back = 4 if (occurrence.month, occurrence.day) == (2, 29) else 3  # keep a 29 February
+            stored = date(occurrence.year - years_back, occurrence.month, occurrence.day)
+            profile = _fresh(flow.sample, moment, id=f"demo-{flow.name}", timezone=zone)
+            profile["contact"]["attributes"] = {**profile["contact"].get("attributes", {}),
+                                                trigger.date.attribute: stored.isoformat()}
+            profile.update(type="profile_updated", data={})
+            scenario.events.append(profile)
+        elif trigger.inactivity is not None:
+            silent = _fresh(flow.sample, moment - trigger.inactivity.after - timedelta(days=10), id=f"demo-{flow.name}")
+            silent.update(type="page_view", data={"path": "/collections/linen"})
+            scenario.events.append(silent)
+    return scenario

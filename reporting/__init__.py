@@ -1,0 +1,1 @@
+"""Reporting measures: SES notifications into Postgres trend tables, insights and reports."""
