@@ -32,7 +32,7 @@ def test_order_event_becomes_the_expected_email(
     """A published order reaches moto as one email to the contact, with subject, tags and configuration set."""
     event = fresh(catalogue["order_confirmation"].sample)
     publisher.publish(event)
-    [send] = final_sends(store, event["id"])
+    [send] = final_sends(store, event["id"], "order_confirmation")
     assert send["state"] == "sent", send["reason"]
     [request] = requests_for(services, str(send["id"]))
     assert request["Destination"]["ToAddresses"] == [event["contact"]["email"]]
@@ -52,7 +52,7 @@ def test_invoice_arrives_with_its_pdf(
     """An invoice goes out as Raw MIME whose attachment is the event's PDF."""
     event = fresh(catalogue["invoice"].sample)
     publisher.publish(event)
-    [send] = final_sends(store, event["id"])
+    [send] = final_sends(store, event["id"], "invoice")
     assert send["state"] == "sent", send["reason"]
     [stored] = [m for m in services.moto.sent_messages() if m.message_id == send["ses_message_id"]]
     assert stored.raw_data is not None
@@ -70,9 +70,14 @@ def test_same_event_published_twice_sends_once(
     event = fresh(catalogue["welcome"].sample)
     publisher.publish(event)
     publisher.publish(event)
-    [send] = final_sends(store, event["id"])
-    # The second copy is processed too (as a duplicate); wait for the worker to have logged it.
-    wait_for(lambda: worker.log_path.read_text().count(event["id"]) >= 2, what="the duplicate ingest")
+    [send] = final_sends(store, event["id"], "welcome")
+    # The second copy is processed too, as a duplicate; wait for the worker to have logged it.
+    def duplicate_logged() -> bool:
+        lines = [json.loads(line) for line in worker.log_path.read_text().splitlines() if line.startswith("{")]
+        return any(line.get("event") == "event_ingested" and line.get("event_id") == event["id"]
+                   and line.get("duplicate") is True for line in lines)
+
+    wait_for(duplicate_logged, what="the duplicate ingest")
     assert send["state"] == "sent"
     assert len(requests_for(services, str(send["id"]))) == 1
 
@@ -87,7 +92,7 @@ def test_bad_events_are_dead_lettered_and_the_worker_goes_on(
     unrenderable = fresh(catalogue["generic_notification"].sample)
     unrenderable["data"] = {"unexpected": "shape"}
     publisher.publish(unrenderable)
-    [failed] = final_sends(store, unrenderable["id"])
+    [failed] = final_sends(store, unrenderable["id"], "generic_notification")
     assert failed["state"] == "failed" and failed["reason"].startswith("render_error")
     letters = wait_for(lambda: [d for d in store.dead_letters() if d["ref"] == invalid["id"]], what="dead letter")
     assert "data.reset_url" in letters[0]["reason"]
@@ -95,7 +100,7 @@ def test_bad_events_are_dead_lettered_and_the_worker_goes_on(
 
     after = fresh(catalogue["shipping_confirmation"].sample)
     publisher.publish(after)
-    [send] = final_sends(store, after["id"])
+    [send] = final_sends(store, after["id"], "shipping_confirmation")
     assert send["state"] == "sent"
     assert worker.is_running
 
@@ -106,7 +111,7 @@ def test_worker_logs_are_structured_and_hold_no_address(
     """The worker logs one JSON line per send with its ids, and never the recipient's address."""
     event = fresh(catalogue["password_reset"].sample)
     publisher.publish(event)
-    [send] = final_sends(store, event["id"])
+    [send] = final_sends(store, event["id"], "password_reset")
     lines = [json.loads(line) for line in worker.log_path.read_text().splitlines() if line.startswith("{")]
     sent = [line for line in lines if line.get("event") == "email_sent" and line.get("send_id") == str(send["id"])]
     assert len(sent) == 1
