@@ -268,6 +268,8 @@ class Services:
             "DECLIC_SES_QUEUE_URL": self.moto.ses_queue_url,
             # Signs unsubscribe links; one per run of local services, shared by their processes.
             "DECLIC_SECRET_KEY": self.secret_key,
+            # moto has no GetAccount: give the shared SES rate explicitly.
+            "DECLIC_SES_MAX_RATE": "500",
             # The generic endpoint too, so no service can reach real AWS by accident.
             "AWS_ENDPOINT_URL": aws,
             "AWS_ENDPOINT_URL_SESV2": aws,

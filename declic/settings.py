@@ -31,6 +31,9 @@ class Settings(BaseSettings):
 
     ses_configuration_set: str | None = "declic"
     ses_queue_url: str | None = None
+    # Recipients per second for the whole account, shared by every worker through Redis.
+    # Default: the account's MaxSendRate from SES GetAccount, else 14 (SES's usual start).
+    ses_max_rate: float | None = Field(default=None, gt=0)
     # Seconds for one SES call, connect and read; every network call has a timeout.
     ses_timeout_s: float = 10.0
 

@@ -25,7 +25,8 @@ from flows.model import Category
 from flows.planning import EventPlan
 from flows.schedules import quiet_until
 from workers.attachments import ObjectStore, collect_attachments
-from workers.errors import AttachmentError, PermanentSendError, TransientSendError
+from workers.errors import AttachmentError, PermanentSendError, ThrottledError, TransientSendError
+from workers.governor import Governor, RateWaitTooLong
 from workers.payload import OutgoingEmail, build_send_request
 from workers.rendering import Renderer, RenderError, build_context
 from workers.ses import Sender
@@ -89,6 +90,7 @@ class Deps:
     objects: ObjectStore
     configuration_set: str | None
     links: UnsubscribeLinks
+    governor: Governor | None = None
     default_timezone: str = "UTC"
     max_attempts: int = 8
     delay_scale: float = 1.0
@@ -208,7 +210,15 @@ def _deliver_claimed(row: Row, deps: Deps) -> Outcome:
                 attachments=attachments,
             )
         )
+        if deps.governor is not None:
+            deps.governor.acquire(1, critical=Category(row["category"]) is Category.CRITICAL)
         message_id = deps.sender.send(request)
+    except RateWaitTooLong as exc:
+        return Retry(f"rate: {exc}", backoff_s(1, base=1.0, cap=5.0))
+    except ThrottledError as exc:
+        if deps.governor is not None:
+            deps.governor.throttled()
+        return _retry_or_fail(row, f"ses_throttled: {exc}", deps)
     except RenderError as exc:
         return Failed(f"render_error: {exc}")
     except AttachmentError as exc:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import threading
 
+import redis
+
 from declic.settings import Settings, get_settings
 from flows.loader import load_catalogue
 from workers.attachments import S3ObjectStore
+from workers.governor import Governor, GovernorConfig, account_max_rate
 from workers.pipeline import Deps
 from workers.rendering import Renderer
 from workers.ses import SesSender
@@ -30,12 +33,21 @@ def brand(settings: Settings) -> dict[str, str]:
     }
 
 
+def build_governor(settings: Settings, sender: SesSender) -> Governor:
+    """The shared SES rate: the configured one, else the account's, else SES's default of 14/s."""
+    rate = settings.ses_max_rate or account_max_rate(sender.client) or 14.0
+    client = redis.Redis.from_url(settings.effective_redis_url, socket_timeout=5, socket_connect_timeout=5)
+    return Governor(client, GovernorConfig(max_rate=rate))
+
+
 def build_deps(settings: Settings) -> Deps:
+    sender = SesSender(timeout_s=settings.ses_timeout_s)
     return Deps(
         store=Store.connect(settings.database_url, max_size=20, lease_s=settings.send_lease_s),
         catalogue=load_catalogue(settings.flows_dir),
         renderer=Renderer(settings.templates_dir, brand(settings)),
-        sender=SesSender(timeout_s=settings.ses_timeout_s),
+        sender=sender,
+        governor=build_governor(settings, sender),
         objects=S3ObjectStore(timeout_s=settings.ses_timeout_s),
         configuration_set=settings.ses_configuration_set,
         links=UnsubscribeLinks(settings.require_secret_key(), settings.public_url),
