@@ -207,3 +207,22 @@ def test_invoice_goes_raw_with_its_pdf(flow: str, store: Store, catalogue: Catal
     assert isinstance(deliver(send_id, make_deps(store, catalogue, renderer, sender)), Sent)
     raw = sender.sent[0]["Content"]["Raw"]["Data"]
     assert b"application/pdf" in raw and b"%PDF" not in raw  # base64-encoded in the MIME part
+
+
+def test_replaying_a_dead_letter_never_resends(store: Store, catalogue: Catalogue, renderer: Renderer) -> None:
+    """A failed send can be reopened once for a replay; a sent one cannot be reopened at all."""
+    sender = InMemorySender()
+    deps = make_deps(store, catalogue, renderer, sender)
+    sent_id = ingest_one(store, catalogue, sample(catalogue, "order_confirmation"), "order_confirmation")
+    assert isinstance(deliver(sent_id, deps), Sent)
+    sender.fail_next(PermanentSendError("MessageRejected"))
+    failed_id = ingest_one(store, catalogue, sample(catalogue, "shipping_confirmation"), "shipping_confirmation")
+    assert isinstance(deliver(failed_id, deps), Failed)
+    [letter] = store.dead_letters()
+    assert store.reopen_send(letter["id"], sent_id) is None  # already sent: nothing to replay
+    item = store.reopen_send(letter["id"], failed_id)
+    assert item is not None and item.send_id == failed_id
+    assert isinstance(deliver(failed_id, deps), Sent)
+    assert store.reopen_send(letter["id"], failed_id) is None
+    assert store.dead_letters() == []  # replayed letters leave the open list
+    assert len(sender.sent) == 2
