@@ -30,6 +30,9 @@ MAX_EVENT_BYTES = 1_000_000
 
 EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_.:-]{0,63}$"
 
+MAX_NESTING = 64
+"""Deepest nesting of objects and arrays accepted; deeper documents are refused, not parsed."""
+
 
 class EventInvalid(ValueError):
     """An event that will never be processed as it stands; ``errors`` say which fields."""
@@ -110,6 +113,21 @@ def _errors(exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[dict[str
     ]
 
 
+def _depth(value: Any) -> int:
+    """Nesting depth of decoded JSON, without recursion (a hostile document cannot overflow it)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if deepest > MAX_NESTING:
+                return deepest
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def parse_event(raw: dict[str, Any] | str | bytes) -> Event:
     """Validate an envelope and, for built-in types, its data; raise :class:`EventInvalid`."""
     if isinstance(raw, str | bytes):
@@ -117,10 +135,14 @@ def parse_event(raw: dict[str, Any] | str | bytes) -> Event:
             raise EventInvalid([{"field": "(event)", "message": "larger than 1 MB"}])
         try:
             raw = json.loads(raw)
+        except RecursionError as exc:  # json's decoder stops safely at Python's recursion limit
+            raise EventInvalid([{"field": "(event)", "message": f"nested deeper than {MAX_NESTING} levels"}]) from exc
         except (ValueError, UnicodeDecodeError) as exc:
             raise EventInvalid([{"field": "(event)", "message": f"not valid JSON: {exc}"}]) from exc
     if not isinstance(raw, dict):
         raise EventInvalid([{"field": "(event)", "message": "an event is a JSON object"}])
+    if _depth(raw) > MAX_NESTING:
+        raise EventInvalid([{"field": "(event)", "message": f"nested deeper than {MAX_NESTING} levels"}])
     try:
         event = Event.model_validate(raw)
     except ValidationError as exc:

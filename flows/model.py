@@ -170,6 +170,9 @@ class Flow(_Strict):
         default_factory=list, description="Keys of event data holding an attachment object."
     )
     bulk: bool = Field(default=False, description="Send through send.bulk whatever the category.")
+    # False marks every link `ses:no-track`: SES must not rewrite a password-reset link, or a
+    # link scanner following the tracking redirect could use up a one-time token.
+    track_links: bool = True
     steps: list[Step] = Field(default_factory=list)
     exit: list[Exit] = Field(default_factory=list)
     quiet_hours: QuietHours | None = None

@@ -198,7 +198,10 @@ class Renderer:
             current = self._variant_file(base, "preheader", variant)
             preheader = one_line(self._render(current, values))
             current = f"{base}/body.html"
-            html = self._inliner.inline(self._render(current, {**values, "preheader": preheader}))
+            html = self._render(current, {**values, "preheader": preheader})
+            if not flow.track_links:
+                html = untracked(html)
+            html = self._inliner.inline(html)
             if self._exists(f"{base}/body.txt"):
                 current = f"{base}/body.txt"
                 text = self._render(current, values).strip() + "\n"
@@ -221,6 +224,17 @@ class Renderer:
 
 # Links keep their URL in the text part ("Track your parcel [https://...]").
 _TEXT_CONFIG = ParserConfig(display_links=True)
+_ANCHOR = re.compile(r"<a\b(?![^>]*\bses:no-track\b)", re.I)
+
+
+def untracked(html: str) -> str:
+    """Every link marked ``ses:no-track``, which SES's click tracking leaves alone.
+
+    https://docs.aws.amazon.com/ses/latest/dg/faqs-metrics.html (open and click tracking)
+    """
+    return _ANCHOR.sub("<a ses:no-track", html)
+
+
 _HIDDEN_PREHEADER = re.compile(r"<div[^>]*display:\s*none[^>]*>.*?</div>", re.S | re.I)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,20 @@ def test_flows_check_names_file_and_field_of_a_broken_template(tmp_path: Path, t
     assert not report.ok
     found = {(p.file, p.field) for p in report.problems}
     assert found >= {("welcome.yaml", "locales.en"), ("welcome.yaml", "locales.fr")}
+
+
+def test_reset_and_unsubscribe_links_escape_click_tracking(catalogue: Catalogue, renderer: Renderer) -> None:
+    """Password-reset links and unsubscribe links carry ses:no-track, so scanners cannot spend them via SES."""
+    reset = render_sample(renderer, catalogue["password_reset"], "en", "a")
+    anchors = re.findall(r"<a\b[^>]*>", reset.html)
+    assert anchors and all("ses:no-track" in a for a in anchors)
+    reset_url = parse_event(catalogue["password_reset"].sample).data["reset_url"]
+    assert any(reset_url in a for a in anchors)
+
+    survey = catalogue["survey"]
+    context = context_for(survey)
+    context["links"] = {"unsubscribe": "https://mail.example.com/v1/unsubscribe/tok"}
+    email = renderer.render(survey, survey.all_steps[0], locale="en", variant="a", context=context)
+    [unsubscribe] = [a for a in re.findall(r"<a\b[^>]*>", email.html) if "/v1/unsubscribe/" in a]
+    assert "ses:no-track" in unsubscribe
+    assert any("ses:no-track" not in a for a in re.findall(r"<a\b[^>]*>", email.html))  # others stay tracked
