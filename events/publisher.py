@@ -56,12 +56,16 @@ class Publisher:
     """A connection to the broker that publishes validated events; reuse it."""
 
     def __init__(self, broker_url: str, *, retries: int = 3, timeout_s: float = 5.0) -> None:
-        transport_options = {"confirm_publish": True} if broker_url.startswith("amqp") else {}
+        amqp = broker_url.startswith(("amqp", "pyamqp"))
+        transport_options = {"confirm_publish": True} if amqp else {}
         self._connection = Connection(
             broker_url, connect_timeout=timeout_s, transport_options=transport_options
         )
         self._retries = retries
-        self._queue = Queue(EVENTS_QUEUE, Exchange(EVENTS_QUEUE), routing_key=EVENTS_QUEUE)
+        # Declared exactly as the workers declare it (a quorum queue on RabbitMQ), or the
+        # broker refuses the second declaration.
+        arguments = {"x-queue-type": "quorum"} if amqp else {}
+        self._queue = Queue(EVENTS_QUEUE, Exchange(EVENTS_QUEUE), routing_key=EVENTS_QUEUE, queue_arguments=arguments)
         self._producer: Any = None
 
     def publish(self, event: Event | dict[str, Any] | str | bytes) -> str:

@@ -20,6 +20,11 @@ QUEUES = ("events", "send.critical", "send.transactional", "send.bulk")
 SEND_QUEUES = QUEUES[1:]
 
 
+def queue_arguments(broker_url: str) -> dict[str, Any]:
+    """RabbitMQ: replicated quorum queues, which survive a node's loss; Redis: none."""
+    return {"x-queue-type": "quorum"} if broker_url.startswith(("amqp", "pyamqp")) else {}
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     transport_options: dict[str, Any] = {}
     if settings.broker_url.startswith(("redis", "rediss")):
@@ -34,13 +39,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
         }
-    elif settings.broker_url.startswith("amqp"):
+    elif settings.broker_url.startswith(("amqp", "pyamqp")):
+        # Publisher confirms: apply_async returns only once RabbitMQ has the message.
         transport_options = {"confirm_publish": True}
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
-        "task_queues": [Queue(q, Exchange(q), routing_key=q) for q in QUEUES],
+        "task_queues": [Queue(q, Exchange(q), routing_key=q, queue_arguments=queue_arguments(settings.broker_url))
+                        for q in QUEUES],
         "task_default_queue": "events",
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,

@@ -141,6 +141,12 @@ def deliver(send_id: str, deps: Deps) -> Outcome:
     """Claim a send and take it to SES, or record why not."""
     row = deps.store.claim(send_id)
     if row is None:
+        left = deps.store.lease_left(send_id)
+        if left is not None:
+            # Another worker holds the claim — or held it and died. Look again when the lease
+            # ends, so a dead worker's send is taken over rather than forgotten.
+            log.info("send_in_flight", send_id=send_id, lease_left_s=round(left, 1))
+            return Retry("in_flight", left + 1.0)
         log.info("send_not_claimed", send_id=send_id)
         return NotClaimed()
     bound = log.bind(

@@ -243,6 +243,16 @@ class Store:
         with self._tx() as conn:
             return conn.execute(_CLAIM, {"id": send_id, "lease": self.lease_s}).fetchone()
 
+    def lease_left(self, send_id: str) -> float | None:
+        """Seconds until a claim held by another worker may be taken over; None if not claimed."""
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT greatest(0, extract(epoch FROM claimed_at + make_interval(secs => %s) - now()))"
+                " AS left_s FROM sends WHERE id = %s AND state = 'sending'",
+                (self.lease_s, send_id),
+            ).fetchone()
+        return None if row is None else float(row["left_s"])
+
     def mark_sent(self, send_id: str, ses_message_id: str, subject: str, locale: str) -> None:
         with self._tx() as conn:
             conn.execute(

@@ -59,14 +59,16 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "c
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def final_sends(store: Store, event_id: str, flow: str, count: int = 1) -> list[dict[str, Any]]:
+def final_sends(
+    store: Store, event_id: str, flow: str, count: int = 1, timeout: float = 30.0
+) -> list[dict[str, Any]]:
     """Wait until the event has `count` sends of `flow`, all in a final state, and return them."""
     def done() -> list[dict[str, Any]] | None:
         rows = [r for r in store.sends_for_event(event_id) if r["flow"] == flow]
         final = [r for r in rows if r["state"] in ("sent", "skipped", "failed")]
         return rows if len(rows) == count and len(final) == count else None
 
-    result: list[dict[str, Any]] = wait_for(done, what=f"sends of {event_id}")
+    result: list[dict[str, Any]] = wait_for(done, timeout=timeout, what=f"sends of {event_id}")
     return result
 
 

@@ -226,3 +226,14 @@ def test_replaying_a_dead_letter_never_resends(store: Store, catalogue: Catalogu
     assert store.reopen_send(letter["id"], failed_id) is None
     assert store.dead_letters() == []  # replayed letters leave the open list
     assert len(sender.sent) == 2
+
+
+def test_a_send_claimed_elsewhere_is_looked_at_again_after_the_lease(
+    store: Store, catalogue: Catalogue, renderer: Renderer
+) -> None:
+    """A redelivered message for a send another worker holds comes back when the lease ends, not never."""
+    send_id = ingest_one(store, catalogue, sample(catalogue, "welcome"), "welcome")
+    assert store.claim(send_id) is not None  # a worker took it, and (say) died
+    outcome = deliver(send_id, make_deps(store, catalogue, renderer, InMemorySender()))
+    assert isinstance(outcome, Retry) and outcome.reason == "in_flight"
+    assert 100 < outcome.delay_s <= store.lease_s + 1
