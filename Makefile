@@ -14,13 +14,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian's docker-compose validates docker-compose.yml in the tests (no Docker engine needed).
+# Debian's docker-compose validates docker-compose.yml in the tests (no Docker engine needed);
+# headless Chromium opens the HTML report in its test.
 tools:
 	@command -v docker-compose >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    (apt-get install -y -q docker-compose >/dev/null 2>&1 || \
 	     (apt-get update -q >/dev/null && apt-get install -y -q docker-compose >/dev/null)); \
 	  else echo "docker-compose is missing: run 'sudo apt-get install docker-compose'"; exit 1; fi; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y -q chromium >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)); \
+	  else echo "chromium is missing (the HTML report test opens it): run 'sudo apt-get install chromium'"; exit 1; fi; }
 
 demo: install
 	$(BIN)/declic demo

@@ -66,7 +66,7 @@ def worker(
 
 @app.command()
 def beat(loglevel: Annotated[str, typer.Option()] = "INFO") -> None:
-    """Run the periodic scheduler (lost-message sweeps, and later dispatch and reporting)."""
+    """Run Celery beat: the periodic reporting tasks (SQS ingest, aggregation)."""
     import tempfile
 
     from workers.app import app as celery_app
@@ -319,6 +319,20 @@ def demo(
     from declic.demo import run_demo
 
     raise typer.Exit(run_demo(out))
+
+
+def _register_parts() -> None:
+    """The commands of the other packages: the API, reporting and the benchmarks."""
+    from api.cli import register as register_api
+    from bench.cli import register as register_bench
+    from reporting.cli import register as register_reporting
+
+    register_bench(app)  # first: it makes `declic bench` itself run the pipeline benchmark
+    register_api(app)
+    register_reporting(app)
+
+
+_register_parts()
 
 
 def main() -> None:

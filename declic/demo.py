@@ -125,7 +125,17 @@ def run_demo(out: Path) -> int:
                 tag["Value"]: r for r in services.moto.send_requests()
                 for tag in r.get("EmailTags", []) if tag["Name"] == "send_id"
             }
-    return _report(catalogue, scenario, rows, requests, published, out, time.monotonic() - started)
+        status = _report(catalogue, scenario, rows, requests, published, out, time.monotonic() - started)
+        # Reporting: SES notifications for these emails (and four weeks of history) through SQS.
+        from reporting.demo import play_engagement
+
+        with console.status("simulating SES engagement, draining SQS, aggregating"):
+            engagement = play_engagement(services, out)
+    console.print(engagement.table)
+    console.print(f"wrote {engagement.html} ({engagement.insights} insights) from "
+                  f"{engagement.notifications} SES notifications received through SQS")
+    console.print(f"demo finished in {time.monotonic() - started:.1f} s")
+    return status
 
 
 def _latency(send: dict[str, Any], published: dict[str, float]) -> str:

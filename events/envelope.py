@@ -113,19 +113,24 @@ def _errors(exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[dict[str
     ]
 
 
-def _depth(value: Any) -> int:
-    """Nesting depth of decoded JSON, without recursion (a hostile document cannot overflow it)."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
+def _shape_problem(value: Any) -> dict[str, str] | None:
+    """Too deep, or a NUL character (Postgres cannot store it): found without recursion."""
+    stack: list[tuple[Any, tuple[str, ...]]] = [(value, ())]
     while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, level)
-            if deepest > MAX_NESTING:
-                return deepest
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, level + 1) for child in children)
-    return deepest
+        item, path = stack.pop()
+        if len(path) > MAX_NESTING:
+            return {"field": "(event)", "message": f"nested deeper than {MAX_NESTING} levels"}
+        if isinstance(item, str):
+            if "\x00" in item:
+                return {"field": ".".join(path) or "(event)", "message": "contains a NUL character"}
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if "\x00" in str(key):
+                    return {"field": ".".join(path) or "(event)", "message": "a key contains a NUL character"}
+                stack.append((child, (*path, str(key))))
+        elif isinstance(item, list):
+            stack.extend((child, (*path, str(index))) for index, child in enumerate(item))
+    return None
 
 
 def parse_event(raw: dict[str, Any] | str | bytes) -> Event:
@@ -141,8 +146,9 @@ def parse_event(raw: dict[str, Any] | str | bytes) -> Event:
             raise EventInvalid([{"field": "(event)", "message": f"not valid JSON: {exc}"}]) from exc
     if not isinstance(raw, dict):
         raise EventInvalid([{"field": "(event)", "message": "an event is a JSON object"}])
-    if _depth(raw) > MAX_NESTING:
-        raise EventInvalid([{"field": "(event)", "message": f"nested deeper than {MAX_NESTING} levels"}])
+    problem = _shape_problem(raw)
+    if problem is not None:
+        raise EventInvalid([problem])
     try:
         event = Event.model_validate(raw)
     except ValidationError as exc:

@@ -61,7 +61,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_time_limit": 300,
         "task_soft_time_limit": 240,
         "timezone": "UTC",
-        "beat_schedule": {},
+        "beat_schedule": {
+            # SES notifications from SQS into reporting.email_events, then the trend tables.
+            "report-ingest": {"task": "declic.report.ingest", "schedule": 60.0, "options": {"expires": 55}},
+            "report-aggregate": {"task": "declic.report.aggregate", "schedule": 300.0, "options": {"expires": 290}},
+        },
     }
 
 
@@ -80,4 +84,4 @@ def _setup_logging(**_: Any) -> None:
     configure_logging(settings.log_level, settings.log_format)
 
 
-app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
+app.autodiscover_tasks(["workers", "reporting"], related_name="tasks", force=True)

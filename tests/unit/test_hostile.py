@@ -81,3 +81,15 @@ def test_condition_sandbox_escapes_are_refused() -> None:
         except ConditionError:
             continue
         raise AssertionError(f"{source!r} was evaluated")
+
+
+def test_nul_characters_are_refused_with_their_field() -> None:
+    """A NUL character (which Postgres cannot store) is refused at the door, naming the field."""
+    raw = {"id": "x", "type": "custom", "occurred_at": "2026-11-27T10:00:00Z",
+           "contact": {"id": "c", "email": "a@example.org"}, "data": {"items": [{"name": "bad\x00name"}]}}
+    try:
+        parse_event(raw)
+    except EventInvalid as exc:
+        assert exc.errors == [{"field": "data.items.0.name", "message": "contains a NUL character"}]
+    else:
+        raise AssertionError("a NUL character must be refused")

@@ -1,0 +1,1 @@
+"""The naive Celery baseline of ``declic bench`` (see :mod:`bench.naive.app`)."""

@@ -1,0 +1,29 @@
+"""``declic bench`` on a tiny workload: both systems run end to end and the JSON has every figure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.pipeline import FIGURES, run_pipeline_bench, write_json
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bench_runs_both_systems_and_writes_the_figures(tmp_path: Path) -> None:
+    """A few dozen events through Déclic and the naive baseline give positive figures for each, and ratios."""
+    report = run_pipeline_bench(events=30, baseline_events=20, repeats=1, fixed_rate=20, fixed_s=1,
+                                services_mode="test", workdir=tmp_path, timeout_s=90)
+    write_json(report, tmp_path / "bench.json")
+    figures = json.loads((tmp_path / "bench.json").read_text())
+    for system in ("pipeline", "baseline"):
+        assert all(figures[system][key] > 0 for key in FIGURES), figures[system]
+        assert figures[system]["complete"] is True
+        # Every event causes at least one email, and each email's latency includes the 50 ms answer.
+        assert figures[system]["saturation_emails"] >= figures[system]["saturation_events"]
+        assert figures[system]["p50_ms"] >= 50
+        assert 0 < figures[system]["standin_cpu_share"] < 1
+    assert figures["ratios"]["emails_per_s"] > 0
+    assert "emails/s (saturation)" in list(report.table().columns[0].cells)
