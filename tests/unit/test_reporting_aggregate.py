@@ -288,12 +288,12 @@ def test_insights_flag_drops_bounces_and_winning_variants(db: Pool) -> None:
 
 
 def test_the_documented_analyst_queries_run(db: Pool) -> None:
-    """Every SQL example in docs/reporting.md runs against the schema as migrated."""
+    """Every SQL example in the README runs against the schema as migrated."""
     import re
 
     from declic.settings import REPO_ROOT
 
-    text = (REPO_ROOT / "docs" / "reporting.md").read_text()
+    text = (REPO_ROOT / "README.md").read_text()
     blocks = re.findall(r"```sql\n(.*?)```", text, re.S)
     assert len(blocks) >= 3
     early, rest = scenario()
