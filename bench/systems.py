@@ -23,11 +23,12 @@ from declic.processes import ManagedProcess, WorkerSpec, workers
 from events import Publisher
 from workers.app import SEND_QUEUES
 
-# Two cores: ingest is short CPU work between Postgres round trips; a send waits ~50 ms on SES,
-# so the send worker needs enough threads to keep SES calls in flight while its CPU is busy.
+# Two cores, two processes (one Python process is held to one core by the GIL), each on every
+# queue: ingest delivers transactional mail itself, and a send waits ~50 ms on SES, so each
+# needs enough threads to keep SES calls in flight while its CPU is busy.
 DECLIC_WORKERS = (
-    WorkerSpec("ingest", ["events"], concurrency=8, pool="threads"),
-    WorkerSpec("send", list(SEND_QUEUES), concurrency=32, pool="threads"),
+    WorkerSpec("w1", ["events", *SEND_QUEUES], concurrency=32, pool="threads"),
+    WorkerSpec("w2", ["events", *SEND_QUEUES], concurrency=32, pool="threads"),
 )
 # A naive deployment: Celery's default prefork pool, one process per core.
 NAIVE_CONCURRENCY = 2

@@ -51,7 +51,7 @@ def worker(
     queues: Annotated[str, typer.Option(help="Comma-separated queues, in priority order.")] = (
         "events,send.critical,send.transactional,send.bulk"
     ),
-    concurrency: Annotated[int, typer.Option(help="Threads (or processes) per worker.")] = 8,
+    concurrency: Annotated[int, typer.Option(help="Threads (or processes) per worker.")] = 32,
     pool: Annotated[str, typer.Option(help="threads, prefork, solo")] = "threads",
     loglevel: Annotated[str, typer.Option()] = "INFO",
 ) -> None:

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     send_max_attempts: int = Field(default=8, ge=1)
     # Multiplies follow-up delays: 1 in production; the demo and tests shorten days to seconds.
     delay_scale: float = Field(default=1.0, gt=0, le=1)
+    # Deliver an event's due-now critical and transactional sends in the ingest task itself
+    # (one broker hop less per email); bulk and later steps always go through their queues.
+    inline_sends: bool = True
     # Pending sends untouched this long are enqueued again (their broker message was lost).
     lost_after_s: int = Field(default=300, ge=2)
     # Redis transport: unacknowledged messages come back after this many seconds.

@@ -94,6 +94,7 @@ class Deps:
     default_timezone: str = "UTC"
     max_attempts: int = 8
     delay_scale: float = 1.0
+    inline_sends: bool = True
 
 
 def ingest_event(

@@ -151,8 +151,9 @@ class Store:
             ).fetchone()
             if inserted is None:
                 pending = conn.execute(
+                    # 'sending' too: a worker that died holding the claim left no message behind.
                     "SELECT id::text AS id, queue FROM sends"
-                    " WHERE event_id = %s AND state IN ('pending', 'retry') AND due_at <= now()",
+                    " WHERE event_id = %s AND state IN ('pending', 'retry', 'sending') AND due_at <= now()",
                     (event.id,),
                 ).fetchall()
                 return IngestResult(True, [Enqueue(r["id"], r["queue"]) for r in pending], 0)

@@ -14,6 +14,8 @@ from workers.app import app
 from workers.pipeline import Retry, deliver, ingest_event
 from workers.store import Enqueue
 
+INLINE_QUEUES = frozenset({"send.critical", "send.transactional"})
+
 # Postgres briefly down or restarting: retry with backoff; the message stays unacknowledged.
 _DATABASE_DOWN = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
 
@@ -32,7 +34,16 @@ def ingest(event: Any) -> str:
     result = ingest_event(deps.store, deps.catalogue, event, delay_scale=deps.delay_scale)
     if result is None:
         return "invalid"
-    enqueue(result.to_enqueue)
+    inline = [item for item in result.to_enqueue if deps.inline_sends and item.queue in INLINE_QUEUES]
+    enqueue(item for item in result.to_enqueue if item not in inline)
+    # Due-now critical and transactional sends go out from here: one broker hop and one
+    # task less per email. They are already committed, so a crash here loses nothing: the
+    # redelivered event finds them pending and delivers them then.
+    for item in inline:
+        outcome = deliver(item.send_id, deps)
+        if isinstance(outcome, Retry):
+            deliver_send.apply_async(args=(item.send_id,), queue=item.queue, routing_key=item.queue,
+                                     countdown=outcome.delay_s)
     return "duplicate" if result.duplicate else "ingested"
 
 

@@ -119,3 +119,4 @@ def test_worker_logs_are_structured_and_hold_no_address(
     text = worker.log_path.read_text()
     assert event["contact"]["email"] not in text
     assert event["data"]["reset_url"] not in text
+

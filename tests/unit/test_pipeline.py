@@ -237,3 +237,24 @@ def test_a_send_claimed_elsewhere_is_looked_at_again_after_the_lease(
     outcome = deliver(send_id, make_deps(store, catalogue, renderer, InMemorySender()))
     assert isinstance(outcome, Retry) and outcome.reason == "in_flight"
     assert 100 < outcome.delay_s <= store.lease_s + 1
+
+
+def test_ingest_task_sends_transactional_mail_itself_and_queues_bulk(
+    store: Store, catalogue: Catalogue, renderer: Renderer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ingest task delivers due-now transactional sends itself and puts bulk ones on send.bulk."""
+    from workers import runtime, tasks
+
+    sender = InMemorySender()
+    queued: list[tuple[str, str]] = []
+    monkeypatch.setattr(runtime, "_deps", make_deps(store, catalogue, renderer, sender))
+    # The broker is the process boundary: record what would be published instead.
+    monkeypatch.setattr(tasks.deliver_send, "apply_async",
+                        lambda args, queue, routing_key, **_: queued.append((args[0], queue)))
+    order = sample(catalogue, "order_confirmation")
+    assert tasks.ingest.run(order) == "ingested"
+    assert len(sender.sent) == 1 and queued == []
+    legal = sample(catalogue, "legal_update")
+    tasks.ingest.run(legal)
+    [row] = store.sends_for_event(legal["id"])
+    assert queued == [(str(row["id"]), "send.bulk")] and len(sender.sent) == 1
