@@ -252,7 +252,7 @@ def send_test(
               "send_id": "send-test"},
     ))
     message_id = SesSender(timeout_s=settings.ses_timeout_s).send(request)
-    console.print(f"sent {flow!r} to {to}: SES message id {message_id}")
+    console.print(f"sent {flow!r} to {to}: SES message id {message_id}", soft_wrap=True)
 
 
 @dlq_app.command("list")

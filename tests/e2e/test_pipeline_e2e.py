@@ -120,3 +120,22 @@ def test_worker_logs_are_structured_and_hold_no_address(
     assert event["contact"]["email"] not in text
     assert event["data"]["reset_url"] not in text
 
+
+
+def test_send_test_command_sends_through_the_configured_ses(worker_env: dict[str, str], services: Services) -> None:
+    """`declic send-test FLOW --to ADDRESS` sends the flow's sample once through SES (moto here)."""
+    import os
+    import subprocess
+    import sys
+
+    from declic.settings import REPO_ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-m", "declic", "send-test", "shipping_confirmation", "--to", "tester@example.org"],
+        capture_output=True, text=True, cwd=REPO_ROOT, env={**os.environ, **worker_env}, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    message_id = result.stdout.strip().rsplit(" ", 1)[-1]
+    [request] = [r for r in services.moto.send_requests() if r.get("MessageId") == message_id]
+    assert request["Destination"]["ToAddresses"] == ["tester@example.org"]
+    assert {"Name": "send_id", "Value": "send-test"} in request["EmailTags"]
