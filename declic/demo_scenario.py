@@ -22,8 +22,6 @@ from flows import Catalogue
 @dataclass
 class Scenario:
     events: list[dict[str, Any]] = field(default_factory=list)
-    # Flows whose emails are expected to be skipped on purpose, with the reason.
-    expected_skips: dict[str, str] = field(default_factory=dict)
 
     @property
     def contact_ids(self) -> list[str]:
@@ -69,11 +67,17 @@ def build(catalogue: Catalogue, now: datetime | None = None) -> Scenario:
         refund.update(type="order_refunded", data={"order_id": purchase["data"]["order_id"], "reason": "damaged"})
         scenario.events.append(refund)
 
+    if "password_reset" in catalogue.flows:
+        # Someone who cannot get in: five reset requests; the cap lets three through, and the
+        # reporting side flags the contact among "repeated password resets".
+        for _ in range(5):
+            scenario.events.append(_fresh(catalogue["password_reset"].sample, moment, id="demo-locked-out",
+                                          email="locked.out@example.com"))
+
     if "onboarding" in catalogue.flows:
         no_consent = _fresh(catalogue["onboarding"].sample, moment, id="demo-no-consent", opt_in=False,
                             email="no.marketing@example.com")
         scenario.events.append(no_consent)
-        scenario.expected_skips["onboarding"] = "no_consent"
 
     for flow in catalogue.scheduled():
         trigger = flow.trigger

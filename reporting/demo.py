@@ -35,7 +35,7 @@ class DemoReport:
 
 
 def play_engagement(
-    services: Any, out: Path, *, history_days: int = 28, per_day: int = 40,
+    services: Any, out: Path, *, history_days: int = 28, per_day: int = 300,
     insight_settings: InsightSettings | None = None,
 ) -> DemoReport:
     """Simulate, publish to SQS, drain, aggregate; write ``out/report.html``."""

@@ -59,7 +59,7 @@ class Behaviour:
     hard_share: float = 0.75
     reject: float = 0.002
     delay: float = 0.01
-    complaint: float = 0.003
+    complaint: float = 0.0004  # healthy lists stay well under AWS's 0.1% review level
     mpp: float = 0.35  # share of recipients behind Apple Mail Privacy Protection
     human_open: float = 0.45
     click_after_open: float = 0.25
