@@ -1,0 +1,102 @@
+"""What every part of the Postgres store shares: the pool, transactions, ledger rows.
+
+The store is split by concern — ingest, the send ledger, the schedule, consent and dead
+letters — into mixins over this base; :class:`workers.store.Store` puts them together.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Self
+
+from psycopg import Connection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from flows.planning import PlannedSend
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Enqueue:
+    """A send due now, to put on its queue once the transaction has committed."""
+
+    send_id: str
+    queue: str
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    duplicate: bool
+    to_enqueue: list[Enqueue]
+    planned: int
+    cancelled: int = 0
+
+
+class StoreBase:
+    """One instance (one connection pool) per process; every method is one short transaction."""
+
+    def __init__(self, pool: ConnectionPool[Connection[Row]], lease_s: int = 120) -> None:
+        self.pool = pool
+        self.lease_s = lease_s
+
+    @classmethod
+    def connect(cls, database_url: str, *, max_size: int = 10, lease_s: int = 120) -> Self:
+        pool: ConnectionPool[Connection[Row]] = ConnectionPool(
+            database_url,
+            min_size=1,
+            max_size=max_size,
+            kwargs={"row_factory": dict_row},
+            # A connection broken by a Postgres restart is replaced, not handed out.
+            check=ConnectionPool.check_connection,
+            timeout=30,
+            open=True,
+        )
+        return cls(pool, lease_s=lease_s)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection[Row]]:
+        with self.pool.connection() as conn, conn.transaction():
+            yield conn
+
+    def _insert_sends(
+        self, conn: Connection[Row], planned: Sequence[PlannedSend], contact_id: str, *,
+        event_id: str | None = None, payload: dict[str, Any] | None = None,
+    ) -> list[Enqueue]:
+        to_enqueue: list[Enqueue] = []
+        for send in planned:
+            send_id = str(uuid.uuid4())
+            row = conn.execute(
+                "INSERT INTO sends (id, send_key, event_id, payload, contact_id, flow, step, variant,"
+                " category, queue, state, reason, due_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (send_key) DO NOTHING RETURNING id",
+                (send_id, send.send_key, event_id, None if payload is None else Jsonb(payload), contact_id,
+                 send.flow, send.step, send.variant, send.category, send.queue, send.state, send.reason,
+                 send.due_at),
+            ).fetchone()
+            if row is None:
+                continue
+            if send.state == "pending":
+                to_enqueue.append(Enqueue(send_id, send.queue))
+            elif send.state == "failed":
+                self._dead_letter(conn, "send", send_id, send.flow, send.reason or "failed")
+        return to_enqueue
+
+    @staticmethod
+    def _dead_letter(
+        conn: Connection[Row], kind: str, ref: str | None, flow: str | None, reason: str,
+        payload: Any = None,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO dead_letters (kind, ref, flow, reason, payload) VALUES (%s, %s, %s, %s, %s)",
+            (kind, ref, flow, reason[:4000], None if payload is None else Jsonb(payload)),
+        )
