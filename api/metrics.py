@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 
 log = structlog.get_logger(__name__)
 
-QUEUES = ("events", "send.critical", "send.transactional", "send.bulk")
+QUEUES = ("events.critical", "events", "send.critical", "send.transactional", "send.bulk")
 # kombu's Redis transport keeps each priority level in its own list: "<queue>\x06\x16<n>".
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 SEND_LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)

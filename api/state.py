@@ -66,7 +66,8 @@ def open_state(settings: Settings) -> ApiState:
     pool = open_pool(settings.database_url, max_size=8)
     keys = KeyStore(pool)
     # A short retry budget: a caller waiting on a dead broker should get its 503 in seconds.
-    publisher = SharedPublisher(Publisher(settings.broker_url, retries=1, timeout_s=2.0))
+    publisher = SharedPublisher(Publisher(settings.broker_url, retries=1, timeout_s=2.0,
+                                          critical_types=frozenset(settings.critical_event_types)))
     metrics = ApiMetrics()
     metrics.registry.register(PipelineCollector(broker_redis, pool))
     return ApiState(

@@ -21,14 +21,14 @@ from celery import Celery
 from bench.naive.app import CREATE_TABLE, EMAILS, QUEUE, TABLE
 from declic.processes import ManagedProcess, WorkerSpec, workers
 from events import Publisher
-from workers.app import SEND_QUEUES
+from workers.app import QUEUES
 
 # Two cores, two processes (one Python process is held to one core by the GIL), each on every
 # queue: ingest delivers transactional mail itself, and a send waits ~50 ms on SES, so each
 # needs enough threads to keep SES calls in flight while its CPU is busy.
 DECLIC_WORKERS = (
-    WorkerSpec("w1", ["events", *SEND_QUEUES], concurrency=32, pool="threads"),
-    WorkerSpec("w2", ["events", *SEND_QUEUES], concurrency=32, pool="threads"),
+    WorkerSpec("w1", list(QUEUES), concurrency=32, pool="threads"),
+    WorkerSpec("w2", list(QUEUES), concurrency=32, pool="threads"),
 )
 # A naive deployment: Celery's default prefork pool, one process per core.
 NAIVE_CONCURRENCY = 2

@@ -49,7 +49,7 @@ def migrate() -> None:
 @app.command()
 def worker(
     queues: Annotated[str, typer.Option(help="Comma-separated queues, in priority order.")] = (
-        "events,send.critical,send.transactional,send.bulk"
+        "events.critical,events,send.critical,send.transactional,send.bulk"
     ),
     concurrency: Annotated[int, typer.Option(help="Threads (or processes) per worker.")] = 32,
     pool: Annotated[str, typer.Option(help="threads, prefork, solo")] = "threads",

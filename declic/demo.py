@@ -26,7 +26,7 @@ from declic.services import INVOICE_BUCKET, Services, start_services
 from declic.settings import REPO_ROOT
 from events import Publisher
 from flows import Catalogue, load_catalogue
-from workers.app import SEND_QUEUES
+from workers.app import INGEST_QUEUES, SEND_QUEUES
 from workers.migrate import migrate
 from workers.store import Store
 
@@ -102,7 +102,8 @@ def run_demo(out: Path) -> int:
         migrate(services.database_url)
         # A day of delay lasts a second, so the onboarding series and the survey play out live.
         env = {**services.env(), "DECLIC_LOG_FORMAT": "json", "DECLIC_DELAY_SCALE": str(1 / 86400)}
-        specs = [WorkerSpec("ingest", ["events"], concurrency=2), WorkerSpec("send", list(SEND_QUEUES), concurrency=8)]
+        specs = [WorkerSpec("ingest", list(INGEST_QUEUES), concurrency=8),
+                 WorkerSpec("send", list(SEND_QUEUES), concurrency=8)]
         dispatcher = ManagedProcess(
             [sys.executable, "-m", "declic", "dispatcher", "--interval", "0.2", "--scan-every", "2"],
             env, out / "logs" / "dispatcher.log", ready_line="dispatcher_started", name="dispatcher",

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # (a worker that died mid-send); see the duplicate window in the README.
     send_lease_s: int = Field(default=120, ge=5)
     send_max_attempts: int = Field(default=8, ge=1)
+    # After an SES call that may have been accepted (a timeout), how long to wait for SES's Send
+    # notification (configuration set → SNS → SQS → reporting) before concluding it was not.
+    ses_ambiguous_wait_s: float = Field(default=300.0, ge=0)
     # Multiplies follow-up delays: 1 in production; the demo and tests shorten days to seconds.
     delay_scale: float = Field(default=1.0, gt=0, le=1)
     # Deliver an event's due-now critical and transactional sends in the ingest task itself
@@ -65,6 +68,8 @@ class Settings(BaseSettings):
     # YAML file of generic signed webhooks and of the external → Déclic event mappings.
     integrations_file: Path = REPO_ROOT / "api" / "integrations.yaml"
     api_rate_per_minute: int = Field(default=300, ge=1)
+    # Event types the API publishes on events.critical, ingested before any other event.
+    critical_event_types: list[str] = Field(default_factory=lambda: ["password_reset", "account_updated"])
     # How long an accepted event id (and a webhook delivery id) is remembered at the API, so a
     # retry answers "duplicate" without reaching the broker; ingest dedupes forever behind it.
     api_dedupe_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)

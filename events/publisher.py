@@ -12,7 +12,9 @@ RabbitMQ) and retries a few times; when the broker stays unreachable it raises
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 import uuid
 from types import TracebackType
 from typing import Any
@@ -23,6 +25,9 @@ from events.envelope import Event, parse_event
 
 INGEST_TASK = "declic.ingest"
 EVENTS_QUEUE = "events"
+CRITICAL_EVENTS_QUEUE = "events.critical"
+DEFAULT_CRITICAL_TYPES = frozenset({"password_reset", "account_updated"})
+"""Event types published on ``events.critical``, which workers ingest before everything else."""
 
 
 class PublishError(RuntimeError):
@@ -55,7 +60,10 @@ def celery_message(task: str, args: list[Any]) -> tuple[list[Any], dict[str, Any
 class Publisher:
     """A connection to the broker that publishes validated events; reuse it."""
 
-    def __init__(self, broker_url: str, *, retries: int = 3, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, broker_url: str, *, retries: int = 3, timeout_s: float = 5.0,
+        critical_types: frozenset[str] = DEFAULT_CRITICAL_TYPES,
+    ) -> None:
         amqp = broker_url.startswith(("amqp", "pyamqp"))
         transport_options = {"confirm_publish": True} if amqp else {}
         self._connection = Connection(
@@ -65,7 +73,11 @@ class Publisher:
         # Declared exactly as the workers declare it (a quorum queue on RabbitMQ), or the
         # broker refuses the second declaration.
         arguments = {"x-queue-type": "quorum"} if amqp else {}
-        self._queue = Queue(EVENTS_QUEUE, Exchange(EVENTS_QUEUE), routing_key=EVENTS_QUEUE, queue_arguments=arguments)
+        self._queues = {
+            name: Queue(name, Exchange(name), routing_key=name, queue_arguments=arguments)
+            for name in (EVENTS_QUEUE, CRITICAL_EVENTS_QUEUE)
+        }
+        self._critical_types = critical_types
         self._producer: Any = None
 
     def publish(self, event: Event | dict[str, Any] | str | bytes) -> str:
@@ -77,30 +89,42 @@ class Publisher:
     def publish_json(self, event_json: dict[str, Any]) -> None:
         """Publish an envelope already validated (the API uses this)."""
         body, headers, task_id = celery_message(INGEST_TASK, [event_json])
-        try:
-            if self._producer is None:
-                self._producer = self._connection.Producer()
-            self._producer.publish(
-                json.dumps(body, separators=(",", ":")),
-                content_type="application/json",
-                content_encoding="utf-8",
-                headers=headers,
-                correlation_id=task_id,
-                exchange=self._queue.exchange,
-                routing_key=EVENTS_QUEUE,
-                declare=[self._queue],
-                delivery_mode=2,
-                retry=True,
-                retry_policy={
-                    "max_retries": self._retries,
-                    "interval_start": 0.2,
-                    "interval_step": 0.5,
-                    "interval_max": 2.0,
-                },
-            )
-        except Exception as exc:  # kombu raises transport-specific errors; all mean "not taken"
-            self._producer = None
-            raise PublishError(f"the broker did not accept the event: {exc}") from exc
+        queue = self._queues[CRITICAL_EVENTS_QUEUE if event_json.get("type") in self._critical_types else EVENTS_QUEUE]
+        payload = json.dumps(body, separators=(",", ":"))
+        # kombu retries only what it classes as connection errors; a connection broken in
+        # another way (seen when Redis restarts) is rebuilt here and tried again, a few times.
+        for attempt in range(self._retries + 1):
+            try:
+                self._publish(payload, headers, task_id, queue)
+                return
+            except Exception as exc:  # kombu raises transport-specific errors; all mean "not taken"
+                self._reset()
+                if attempt == self._retries:
+                    raise PublishError(f"the broker did not accept the event: {exc}") from exc
+                time.sleep(min(2.0, 0.2 * 2**attempt))
+
+    def _publish(self, payload: str, headers: dict[str, Any], task_id: str, queue: Queue) -> None:
+        if self._producer is None:
+            self._producer = self._connection.Producer()
+        self._producer.publish(
+            payload,
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers=headers,
+            correlation_id=task_id,
+            exchange=queue.exchange,
+            routing_key=queue.routing_key,
+            declare=[queue],
+            delivery_mode=2,
+            retry=True,
+            retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0},
+        )
+
+    def _reset(self) -> None:
+        self._producer = None
+        with contextlib.suppress(Exception):
+            self._connection.close()
+        self._connection = self._connection.clone()
 
     def close(self) -> None:
         self._connection.release()

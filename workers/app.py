@@ -1,6 +1,6 @@
 """The Celery application: ``celery -A workers.app worker`` or ``declic worker``.
 
-Queues: ``events`` (ingest), then ``send.critical``, ``send.transactional`` and
+Queues: ``events.critical`` and ``events`` (ingest), then ``send.critical``, ``send.transactional`` and
 ``send.bulk``, so a password reset never waits behind a newsletter-sized backlog.
 Late acknowledgement everywhere: a message is acknowledged only after its work is durable
 in Postgres, and a worker killed mid-task gives its message back.
@@ -16,8 +16,10 @@ from kombu import Exchange, Queue
 from declic.logs import configure as configure_logging
 from declic.settings import Settings, get_settings
 
-QUEUES = ("events", "send.critical", "send.transactional", "send.bulk")
-SEND_QUEUES = QUEUES[1:]
+QUEUES = ("events.critical", "events", "send.critical", "send.transactional", "send.bulk")
+# Ingest reads events.critical first: a password reset is never behind a burst of bulk events.
+INGEST_QUEUES = QUEUES[:2]
+SEND_QUEUES = QUEUES[2:]
 
 
 def queue_arguments(broker_url: str) -> dict[str, Any]:

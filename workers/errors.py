@@ -4,7 +4,8 @@
      ├── SendError                  a message SES did not accept
      │    ├── PermanentSendError    rejected, bad address, unverified sender: never retried
      │    └── TransientSendError    throttling, timeouts, 5xx: retried with backoff and jitter
-     │         └── ThrottledError   SES said slow down (429, Throttling, MaxSendingRate)
+     │         ├── ThrottledError   SES said slow down (429, Throttling, MaxSendingRate)
+     │         └── AmbiguousSendError  no answer after the request left: SES may have accepted it
      └── AttachmentError            an attachment could not be fetched (``transient`` says which)
 
     ConfigurationError              outside the tree, so no handler of DeclicError swallows it
@@ -31,6 +32,10 @@ class TransientSendError(SendError):
 
 class ThrottledError(TransientSendError):
     pass
+
+
+class AmbiguousSendError(TransientSendError):
+    """The request reached SES but no answer came back: resolved from SES's Send notification."""
 
 
 class AttachmentError(DeclicError):

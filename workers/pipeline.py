@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import redis
 import structlog
 
 from declic.logs import recipient_hash
@@ -25,7 +26,13 @@ from flows.model import Category
 from flows.planning import EventPlan
 from flows.schedules import quiet_until
 from workers.attachments import ObjectStore, collect_attachments
-from workers.errors import AttachmentError, PermanentSendError, ThrottledError, TransientSendError
+from workers.errors import (
+    AmbiguousSendError,
+    AttachmentError,
+    PermanentSendError,
+    ThrottledError,
+    TransientSendError,
+)
 from workers.governor import Governor, RateWaitTooLong
 from workers.payload import OutgoingEmail, build_send_request
 from workers.rendering import Renderer, RenderError, build_context
@@ -58,6 +65,7 @@ class Failed:
 class Retry:
     reason: str
     delay_s: float
+    ambiguous: bool = False  # SES may have accepted it: look for its Send notification first
     label: str = "retry"
 
 
@@ -94,6 +102,7 @@ class Deps:
     default_timezone: str = "UTC"
     max_attempts: int = 8
     delay_scale: float = 1.0
+    ambiguous_wait_s: float = 300.0
     inline_sends: bool = True
 
 
@@ -164,7 +173,7 @@ def deliver(send_id: str, deps: Deps) -> Outcome:
         deps.store.mark_failed(send_id, row["flow"], outcome.reason)
         bound.warning("send_failed", reason=outcome.reason)
     elif isinstance(outcome, Retry):
-        deps.store.mark_retry(send_id, outcome.reason)
+        deps.store.mark_retry(send_id, outcome.reason, ambiguous=outcome.ambiguous)
         bound.warning("send_retrying", reason=outcome.reason, delay_s=round(outcome.delay_s, 2))
     elif isinstance(outcome, Deferred):
         deps.store.defer(send_id, outcome.until, "quiet_hours")
@@ -217,11 +226,21 @@ def _deliver_claimed(row: Row, deps: Deps) -> Outcome:
                 attachments=attachments,
             )
         )
+        if row["ambiguous_age_s"] is not None:
+            # The last attempt may have reached SES: never send again before looking.
+            resolved = _resolve_ambiguous(row, deps)
+            if isinstance(resolved, str):
+                deps.store.mark_sent(str(row["id"]), resolved, email.subject, email.locale)
+                return Sent(resolved)
+            if resolved is not None:
+                return resolved
         if deps.governor is not None:
             deps.governor.acquire(1, critical=Category(row["category"]) is Category.CRITICAL)
         message_id = deps.sender.send(request)
     except RateWaitTooLong as exc:
         return Retry(f"rate: {exc}", backoff_s(1, base=1.0, cap=5.0))
+    except redis.RedisError as exc:  # the rate governor is unreachable: nothing was sent
+        return Retry(f"rate_governor_unavailable: {exc.__class__.__name__}", backoff_s(2, base=1.0, cap=10.0))
     except ThrottledError as exc:
         if deps.governor is not None:
             deps.governor.throttled()
@@ -234,12 +253,26 @@ def _deliver_claimed(row: Row, deps: Deps) -> Outcome:
         return Failed(f"attachment_error: {exc}")
     except PermanentSendError as exc:
         return Failed(f"ses_rejected: {exc}")
+    except AmbiguousSendError as exc:
+        return Retry(f"ses_ambiguous: {exc}", deps.ambiguous_wait_s, ambiguous=True)
     except TransientSendError as exc:
         return _retry_or_fail(row, f"ses_transient: {exc}", deps)
     except ValueError as exc:  # a header or tag refused by the request builder
         return Failed(f"invalid_message: {exc}")
     deps.store.mark_sent(str(row["id"]), message_id, email.subject, email.locale)
     return Sent(message_id)
+
+
+def _resolve_ambiguous(row: Row, deps: Deps) -> str | Retry | None:
+    """After an ambiguous attempt: SES's message id if it accepted, a Retry while its Send
+    notification may still be on the way, None once it is safe to send (SES did not accept)."""
+    message_id = deps.store.ses_accepted(str(row["id"]))
+    if message_id is not None:
+        return message_id
+    left = deps.ambiguous_wait_s - float(row["ambiguous_age_s"])
+    if left > 0:
+        return Retry("ses_ambiguous: waiting for the SES Send notification", left + 0.5, ambiguous=True)
+    return None
 
 
 def _retry_or_fail(row: Row, reason: str, deps: Deps) -> Outcome:

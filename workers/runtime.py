@@ -54,6 +54,7 @@ def build_deps(settings: Settings) -> Deps:
         default_timezone=settings.default_timezone,
         max_attempts=settings.send_max_attempts,
         delay_scale=settings.delay_scale,
+        ambiguous_wait_s=settings.ses_ambiguous_wait_s,
         inline_sends=settings.inline_sends,
     )
 

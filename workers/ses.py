@@ -17,13 +17,14 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectionClosedError,
     ConnectionError,
     ConnectTimeoutError,
     EndpointConnectionError,
     ReadTimeoutError,
 )
 
-from workers.errors import PermanentSendError, SendError, ThrottledError, TransientSendError
+from workers.errors import AmbiguousSendError, PermanentSendError, SendError, ThrottledError, TransientSendError
 
 _THROTTLING = {"TooManyRequestsException", "Throttling", "ThrottlingException", "LimitExceededException"}
 _PERMANENT = {
@@ -58,9 +59,9 @@ def translate(exc: Exception) -> SendError:
         if code in _PERMANENT or 400 <= status < 500:
             return PermanentSendError(message)
         return TransientSendError(message)
-    if isinstance(exc, ReadTimeoutError):
-        # SES may have accepted the message: the claim lease and the reconciliation decide.
-        return TransientSendError(f"timeout waiting for SES: {exc}")
+    if isinstance(exc, ReadTimeoutError | ConnectionClosedError):
+        # The request left: SES may have accepted the message. Its Send notification decides.
+        return AmbiguousSendError(f"no answer from SES: {exc}")
     if isinstance(exc, ConnectTimeoutError | EndpointConnectionError | ConnectionError):
         return TransientSendError(f"SES unreachable: {exc}")
     if isinstance(exc, BotoCoreError):

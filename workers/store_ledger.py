@@ -10,7 +10,9 @@ from workers.store_base import Enqueue, Row, StoreBase
 _CLAIM = """
 WITH claimed AS (
     UPDATE sends
-       SET state = 'sending', attempts = attempts + 1, claimed_at = now(), updated_at = now()
+       SET state = 'sending', attempts = attempts + 1, claimed_at = now(), updated_at = now(),
+           -- Taking over a dead worker's claim: its SES call may have gone through.
+           ambiguous_at = CASE WHEN state = 'sending' THEN coalesce(ambiguous_at, claimed_at) ELSE ambiguous_at END
      WHERE id = %(id)s
        AND (state IN ('pending', 'retry')
             OR (state = 'sending' AND claimed_at < now() - make_interval(secs => %(lease)s)))
@@ -19,6 +21,7 @@ WITH claimed AS (
 SELECT s.*, coalesce(e.payload, s.payload) AS event, e.received_at,
        c.email, c.locale AS contact_locale, c.timezone, c.attributes, c.opt_in,
        c.unsubscribed_at, c.purchases, c.total_spent, c.last_purchase_at, c.last_activity_at,
+       extract(epoch FROM now() - s.ambiguous_at)::float8 AS ambiguous_age_s,
        (SELECT reason FROM suppressions x WHERE x.email = lower(c.email)) AS suppressed
   FROM claimed s
   LEFT JOIN events e ON e.id = s.event_id
@@ -46,7 +49,7 @@ class LedgerStore(StoreBase):
         with self._tx() as conn:
             conn.execute(
                 "UPDATE sends SET state = 'sent', ses_message_id = %s, subject = %s, locale = %s,"
-                " sent_at = now(), reason = NULL, updated_at = now()"
+                " sent_at = now(), reason = NULL, ambiguous_at = NULL, updated_at = now()"
                 " WHERE id = %s AND state = 'sending'",
                 (ses_message_id, subject, locale, send_id),
             )
@@ -58,13 +61,25 @@ class LedgerStore(StoreBase):
                 (reason, send_id),
             )
 
-    def mark_retry(self, send_id: str, reason: str) -> None:
+    def mark_retry(self, send_id: str, reason: str, *, ambiguous: bool = False) -> None:
+        """Back to ``retry``; ``ambiguous``: SES may have accepted it (look before sending again)."""
         with self._tx() as conn:
             conn.execute(
-                "UPDATE sends SET state = 'retry', reason = %s, updated_at = now()"
+                "UPDATE sends SET state = 'retry', reason = %s, updated_at = now(),"
+                " ambiguous_at = CASE WHEN %s THEN coalesce(ambiguous_at, now()) ELSE ambiguous_at END"
                 " WHERE id = %s AND state = 'sending'",
-                (reason, send_id),
+                (reason, ambiguous, send_id),
             )
+
+    def ses_accepted(self, send_id: str) -> str | None:
+        """The SES message id of this send's Send notification, if SES published one."""
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT ses_message_id FROM reporting.email_events"
+                " WHERE send_id = %s AND event_type = 'send' ORDER BY occurred_at LIMIT 1",
+                (send_id,),
+            ).fetchone()
+        return None if row is None else str(row["ses_message_id"])
 
     def mark_failed(self, send_id: str, flow: str, reason: str) -> None:
         """A permanent failure: the send is dead and a dead letter says why."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import kombu.exceptions
 import psycopg
 import psycopg_pool
+import redis
 from celery import Task
 
 from workers import runtime
@@ -16,8 +18,12 @@ from workers.store import Enqueue
 
 INLINE_QUEUES = frozenset({"send.critical", "send.transactional"})
 
-# Postgres briefly down or restarting: retry with backoff; the message stays unacknowledged.
-_DATABASE_DOWN = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
+# Postgres, Redis or the broker briefly down or restarting: retry with backoff. Work already
+# committed is safe: a retried ingest finds its event and re-offers what is still pending.
+_DATABASE_DOWN = (
+    psycopg.OperationalError, psycopg_pool.PoolTimeout, redis.ConnectionError, redis.TimeoutError,
+    kombu.exceptions.OperationalError,
+)
 
 
 def enqueue(sends: Iterable[Enqueue]) -> None:

@@ -19,6 +19,7 @@ from events import Publisher
 from flows import Catalogue
 from tests.e2e.conftest import final_sends, fresh
 from tests.e2e.test_pipeline_e2e import requests_for
+from workers.app import QUEUES
 from workers.store import Store
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +52,7 @@ def rabbit_worker(
     rabbit_url: str, worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
     env = {**worker_env, "DECLIC_BROKER_URL": rabbit_url, "DECLIC_SEND_LEASE_S": "8"}
-    process = WorkerProcess(env, ["events", "send.critical", "send.transactional", "send.bulk"], concurrency=4,
+    process = WorkerProcess(env, list(QUEUES), concurrency=4,
                             name="rabbit", log_path=tmp_path_factory.mktemp("rabbit") / "worker.log")
     with process:
         process.wait_ready(60)
@@ -82,7 +83,7 @@ def test_killed_worker_loses_nothing_on_rabbitmq(
     victim's concurrency, and counted here.
     """
     env = {**worker_env, "DECLIC_BROKER_URL": rabbit_url, "DECLIC_SEND_LEASE_S": "8"}
-    victim = WorkerProcess(env, ["events", "send.transactional"], concurrency=4, name="victim",
+    victim = WorkerProcess(env, ["events.critical", "events", "send.transactional"], concurrency=4, name="victim",
                            log_path=tmp_path / "victim.log")
     victim.start()
     victim.wait_ready(60)

@@ -258,3 +258,61 @@ def test_ingest_task_sends_transactional_mail_itself_and_queues_bulk(
     tasks.ingest.run(legal)
     [row] = store.sends_for_event(legal["id"])
     assert queued == [(str(row["id"]), "send.bulk")] and len(sender.sent) == 1
+
+
+def test_an_ambiguous_send_is_resolved_by_its_ses_send_notification(
+    store: Store, catalogue: Catalogue, renderer: Renderer
+) -> None:
+    """A timeout after SES may have accepted waits for SES's Send notification, and is not sent twice."""
+    from workers.errors import AmbiguousSendError
+
+    sender = InMemorySender()
+    deps = make_deps(store, catalogue, renderer, sender, ambiguous_wait_s=60)
+    send_id = ingest_one(store, catalogue, sample(catalogue, "welcome"), "welcome")
+    sender.fail_next(AmbiguousSendError("read timeout"))
+    first = deliver(send_id, deps)
+    assert isinstance(first, Retry) and first.ambiguous and first.delay_s == 60
+    waiting = deliver(send_id, deps)  # no notification yet: wait, do not send
+    assert isinstance(waiting, Retry) and waiting.ambiguous and sender.sent == []
+    # SES's Send notification arrives, as documented, and the reporting side ingests it.
+    import json
+
+    from declic.settings import REPO_ROOT
+    from reporting.ingest import Received, ingest
+
+    notification = json.loads((REPO_ROOT / "tests/data/ses/event_send.json").read_text())
+    notification["mail"]["messageId"] = "ses-accepted-1"
+    notification["mail"]["timestamp"] = datetime.now(UTC).isoformat()
+    notification["mail"]["tags"] = {"send_id": [send_id], "flow": ["welcome"], "step": ["main"], "variant": ["a"]}
+    ingest(store.pool, [Received(json.dumps(notification))], "test")
+    assert deliver(send_id, deps) == Sent("ses-accepted-1")
+    assert sender.sent == [] and state(store, send_id)["ses_message_id"] == "ses-accepted-1"
+
+
+def test_an_ambiguous_send_goes_once_the_wait_is_over(store: Store, catalogue: Catalogue, renderer: Renderer) -> None:
+    """Without a Send notification after the wait, SES did not accept it: the send goes out once."""
+    from workers.errors import AmbiguousSendError
+
+    sender = InMemorySender()
+    deps = make_deps(store, catalogue, renderer, sender, ambiguous_wait_s=0)
+    send_id = ingest_one(store, catalogue, sample(catalogue, "welcome"), "welcome")
+    sender.fail_next(AmbiguousSendError("read timeout"))
+    assert isinstance(deliver(send_id, deps), Retry)
+    assert isinstance(deliver(send_id, deps), Sent) and len(sender.sent) == 1
+
+
+def test_an_unreachable_rate_governor_is_a_retry_not_a_crash(
+    store: Store, catalogue: Catalogue, renderer: Renderer
+) -> None:
+    """When Redis (the shared rate) is down, the send is retried later and nothing is sent meanwhile."""
+    import redis
+
+    from workers.governor import Governor, GovernorConfig
+
+    sender = InMemorySender()
+    down = Governor(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2), GovernorConfig(max_rate=10))
+    deps = make_deps(store, catalogue, renderer, sender, governor=down)
+    send_id = ingest_one(store, catalogue, sample(catalogue, "welcome"), "welcome")
+    outcome = deliver(send_id, deps)
+    assert isinstance(outcome, Retry) and outcome.reason.startswith("rate_governor_unavailable")
+    assert sender.sent == [] and state(store, send_id)["state"] == "retry"

@@ -1,0 +1,140 @@
+"""Fixtures of the fault harness: servers of the run's own, the SES stand-in, the results table.
+
+Redis and Postgres here are never the machine's shared ones (other sessions use them): they
+are started for this run, on addresses that survive a restart (:mod:`tests.faults.infra`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from declic.settings import REPO_ROOT
+from declic.standin import Faults, StandIn, StandInClient
+from flows import Catalogue
+from tests.faults.harness import Run, pipeline
+from tests.faults.infra import RestartablePostgres, RestartableRedis
+from tests.faults.notifier import SendNotifier
+from tests.faults.report import Results
+from workers.migrate import migrate
+
+RESULTS = Results()
+OUT = REPO_ROOT / "out" / "faults.json"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "faults: the fault harness (real workers, services of the run's own)")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not RESULTS.rows:
+        return
+    RESULTS.write(OUT)
+    terminalreporter.section("fault harness")
+    terminalreporter.write_line(RESULTS.table())
+    terminalreporter.write_line(f"(written to {OUT.relative_to(REPO_ROOT)})")
+
+
+@pytest.fixture(scope="session")
+def results() -> Results:
+    return RESULTS
+
+
+@pytest.fixture(scope="session")
+def fault_dir() -> Iterator[Path]:
+    """Data of the run's servers, outside pytest's numbered temporary directories.
+
+    Those are pruned by any other pytest run on the machine, which must not happen to a
+    live Postgres data directory.
+    """
+    path = Path(tempfile.mkdtemp(prefix="declic-faults-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def fault_redis(fault_dir: Path) -> Iterator[RestartableRedis]:
+    server = RestartableRedis(fault_dir / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fault_postgres(fault_dir: Path) -> Iterator[RestartablePostgres]:
+    server = RestartablePostgres(fault_dir / "pgdata").start()
+    migrate(server.url)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def clean(fault_redis: RestartableRedis, fault_postgres: RestartablePostgres) -> None:
+    """Empty broker and tables, so each scenario counts only its own work."""
+    with fault_redis.client() as client:
+        client.flushall()
+    import psycopg
+
+    with psycopg.connect(fault_postgres.url, autocommit=True) as conn:
+        conn.execute("TRUNCATE events, contacts, sends, suppressions, dead_letters CASCADE")
+        conn.execute("TRUNCATE reporting.email_events, reporting.sns_messages")
+
+
+@pytest.fixture
+def standin() -> Iterator[StandIn]:
+    """The SES stand-in for one scenario, with a little latency; the scenario sets its faults."""
+    with StandIn(Faults(latency_ms=15, seed=6, hang_s=30)) as server:
+        yield server
+
+
+@pytest.fixture
+def standin_client(standin: StandIn) -> StandInClient:
+    assert standin.client is not None
+    return standin.client
+
+
+@pytest.fixture
+def notifier(standin_client: StandInClient, fault_postgres: RestartablePostgres, clean: None) -> Iterator[SendNotifier]:
+    """SES's Send notifications, stored as the reporting consumer would (see the module)."""
+    running = SendNotifier(standin_client, fault_postgres.url, delay_s=0.5).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def fault_env(fault_redis: RestartableRedis, fault_postgres: RestartablePostgres, standin: StandIn,
+              clean: None) -> dict[str, str]:
+    """What every process of a scenario gets: the run's servers, and the stand-in as SES."""
+    return {
+        "DECLIC_DATABASE_URL": fault_postgres.url,
+        "DECLIC_BROKER_URL": fault_redis.url,
+        "DECLIC_REDIS_URL": fault_redis.url,
+        "DECLIC_SECRET_KEY": secrets.token_urlsafe(32),
+        "DECLIC_SES_MAX_RATE": "5000",
+        "DECLIC_SES_TIMEOUT_S": "2",
+        # Longer than an SES call (2 s) plus the rate wait, so a live claim is never taken over.
+        "DECLIC_SEND_LEASE_S": "8",
+        "DECLIC_BROKER_VISIBILITY_TIMEOUT_S": "10",
+        "DECLIC_LOST_AFTER_S": "10",
+        "DECLIC_DELAY_SCALE": str(1 / 86400),  # a day of follow-up delay lasts a second
+        "DECLIC_SES_AMBIGUOUS_WAIT_S": "5",  # read only once the ambiguity fix is in (see docs)
+        "DECLIC_LOG_FORMAT": "json",
+        "AWS_ENDPOINT_URL": standin.url,  # nothing reaches real AWS
+        "AWS_ENDPOINT_URL_SESV2": standin.url,
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+
+
+@pytest.fixture
+def run(fault_env: dict[str, str], fault_postgres: RestartablePostgres, fault_redis: RestartableRedis,
+        standin_client: StandInClient, notifier: SendNotifier, catalogue: Catalogue, tmp_path: Path) -> Iterator[Run]:
+    """A scenario's pipeline: start its processes with ``run.worker(...)``; all stopped at the end."""
+    with pipeline(fault_env, tmp_path, fault_postgres.url, fault_redis.url, standin_client, catalogue) as running:
+        yield running
