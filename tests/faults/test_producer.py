@@ -73,7 +73,7 @@ def test_broker_down_at_publish(
         again = [_post(api, key, event) for event in during]
         run.published.update({e["id"]: e for e in during})
         run.publish([sdk_event])
-        result = settle(run, Result("broker down at publish"), timeout=120)
+        result = settle(run, Result("broker down at publish"), timeout=60)
     result.notes.update(api_503=sum(r.status_code == 503 for r in refused), batch_status=batch.status_code,
                         sdk_raised_after_s=round(sdk_s, 1), processes_restarted=dict(run.restarts))
     results.add(result)

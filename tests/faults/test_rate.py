@@ -28,7 +28,7 @@ def test_four_workers_share_the_account_rate(
     run.dispatcher()
     run.wait_ready()
     run.publish(seeded_events(catalogue, 400, "rate"))
-    result = settle(run, Result(f"4 workers, shared rate {RATE}/s"), timeout=180)
+    result = settle(run, Result(f"4 workers, shared rate {RATE}/s"), timeout=90)
     stats = standin_client.stats()
     per_second = {int(k): v for k, v in stats["per_second"].items()}
     busy = sorted(per_second)[1:-1]  # whole seconds only: the first and last are partial

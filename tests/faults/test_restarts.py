@@ -34,7 +34,7 @@ def _restart_mid_run(run: Run, catalogue: Catalogue, name: str, restart: Callabl
     fault_at = time.time()
     down_s = restart()
     publishing.join()
-    result = settle(run, Result(name), timeout=180)
+    result = settle(run, Result(name), timeout=60)
     result.recover_s = run.flowing_again(fault_at + down_s)
     if result.recover_s is not None:
         result.recover_s = round(result.recover_s + down_s, 1)
