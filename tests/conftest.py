@@ -15,6 +15,8 @@ import pytest
 from declic.services import Services, start_services
 from declic.settings import REPO_ROOT
 from flows import Catalogue, load_catalogue
+from reporting.db import Pool, connect_pool
+from reporting.testing import RESET_REPORTING
 from workers.migrate import migrate
 from workers.rendering import Renderer
 from workers.store import Store
@@ -43,6 +45,22 @@ def store(session_store: Store) -> Store:
     with session_store.pool.connection() as conn:
         conn.execute("TRUNCATE events, contacts, sends, suppressions, dead_letters CASCADE")
     return session_store
+
+
+@pytest.fixture(scope="session")
+def pool(services: Services) -> Iterator[Pool]:
+    """A connection pool for the reporting side's own queries."""
+    pool = connect_pool(services.database_url, max_size=2)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def db(pool: Pool, store: Store) -> Pool:
+    """An empty reporting schema over emptied core tables (the ``store`` fixture)."""
+    with pool.connection() as conn:
+        conn.execute(RESET_REPORTING)
+    return pool
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from PIL import Image
 from declic.services import Services
 from declic.settings import REPO_ROOT
 from reporting.aggregate import aggregate
-from reporting.db import Pool, connect_pool
+from reporting.db import Pool
 from reporting.html import COLOUR_CLICKS, COLOUR_HUMAN, COLOUR_RAW, COLOUR_SENT, render_report
 from reporting.ingest import Received, ingest
 from reporting.insights import recent
@@ -29,13 +28,6 @@ from workers.store import Store
 pytestmark = pytest.mark.e2e
 
 FLOWS = {"order_confirmation": ("a",), "welcome": ("a", "b")}
-
-
-@pytest.fixture(scope="module")
-def pool(services: Services) -> Iterator[Pool]:
-    pool = connect_pool(services.database_url, max_size=2)
-    yield pool
-    pool.close()
 
 
 @pytest.fixture

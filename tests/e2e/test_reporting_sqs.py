@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -11,28 +10,12 @@ import pytest
 
 from declic.services import SES_DOMAIN, Services
 from reporting.aggregate import aggregate
-from reporting.db import Pool, connect_pool
+from reporting.db import Pool
 from reporting.simulator import Behaviour, from_send_requests, notifications, publish
 from reporting.sqs import drain
-from reporting.testing import RESET_REPORTING
 from reporting.trend import trend_rows, trend_table
-from workers.store import Store
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def pool(services: Services) -> Iterator[Pool]:
-    pool = connect_pool(services.database_url, max_size=2)
-    yield pool
-    pool.close()
-
-
-@pytest.fixture
-def db(pool: Pool, store: Store) -> Pool:
-    with pool.connection() as conn:
-        conn.execute(RESET_REPORTING)
-    return pool
 
 
 def queue(services: Services, visibility_s: int = 30) -> str:

@@ -4,37 +4,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import pytest
-
-from declic.services import Services
 from reporting.aggregate import aggregate
-from reporting.db import Pool, connect_pool
+from reporting.db import Pool
 from reporting.ingest import Received, ingest
-from reporting.testing import RESET_REPORTING
 from workers.store import Store
 
 D = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 UNSUB = "https://shop.example.com/v1/unsubscribe?t=abc"
-
-
-@pytest.fixture(scope="module")
-def pool(services: Services) -> Iterator[Pool]:
-    pool = connect_pool(services.database_url, max_size=2)
-    yield pool
-    pool.close()
-
-
-@pytest.fixture
-def db(pool: Pool, store: Store) -> Pool:
-    """An empty reporting schema over emptied core tables (the ``store`` fixture)."""
-    with pool.connection() as conn:
-        conn.execute(RESET_REPORTING)
-    return pool
 
 
 def iso(at: datetime) -> str:

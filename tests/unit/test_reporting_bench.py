@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 import typer
 
-from declic.services import Services
 from reporting.bench import run_bench
 from reporting.cli import register
-from reporting.db import Pool, connect_pool
+from reporting.db import Pool
 from workers.store import Store
-
-
-@pytest.fixture(scope="module")
-def pool(services: Services) -> Iterator[Pool]:
-    pool = connect_pool(services.database_url, max_size=2)
-    yield pool
-    pool.close()
 
 
 def test_bench_measures_both_paths_and_the_aggregation(pool: Pool, store: Store) -> None:

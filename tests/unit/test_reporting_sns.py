@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from declic.services import Services
-from reporting.db import Pool, connect_pool
+from reporting.db import Pool
 from reporting.ingest import ingest
 from reporting.sns_http import SnsService, get_sns_service, router
 from reporting.sns_verify import (
@@ -109,13 +107,6 @@ def test_china_regions_are_sns_too() -> None:
 
 
 # -- the endpoint -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pool(services: Services) -> Iterator[Pool]:
-    pool = connect_pool(services.database_url, max_size=2)
-    yield pool
-    pool.close()
 
 
 class Endpoint:
