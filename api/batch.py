@@ -18,8 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from api.errors import Unprocessable
-from api.validation import parse_storable_event
-from events import Event, EventInvalid
+from events import Event, EventInvalid, parse_event
 
 MAX_BATCH = 1000
 
@@ -104,6 +103,6 @@ def _expand_trigger(body: dict[str, Any], now: datetime) -> list[Item]:
 
 def _validate(index: int, raw: Any) -> Item:
     try:
-        return Item(index, parse_storable_event(raw), [])
+        return Item(index, parse_event(raw), [])
     except EventInvalid as exc:
         return Item(index, None, exc.errors)

@@ -19,8 +19,7 @@ from api.body import read_json
 from api.errors import Unavailable, Unprocessable
 from api.guard import authorize, ratelimit_headers, state_of
 from api.schemas import BatchAnswer, EventAnswer, error_responses
-from api.validation import parse_storable_event
-from events import EventInvalid
+from events import EventInvalid, parse_event
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -46,7 +45,7 @@ async def post_event(request: Request) -> JSONResponse:
     await authorize(request, "events:write")
     _, body = await read_json(request)
     try:
-        event = parse_storable_event(body)
+        event = parse_event(body)
     except EventInvalid as exc:
         raise Unprocessable("the event is invalid", errors=exc.errors) from exc
     state = state_of(request)

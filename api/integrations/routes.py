@@ -34,8 +34,7 @@ from api.integrations.config import Integration
 from api.integrations.mapping import EventMapping, MappingError, applies, build_envelope, drop_fields
 from api.schemas import WebhookAnswer, error_responses
 from api.state import ApiState
-from api.validation import parse_storable_event
-from events import Event, EventInvalid
+from events import Event, EventInvalid, parse_event
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/v1/integrations", tags=["integrations"])
@@ -56,12 +55,12 @@ def map_event(
     except MappingError as exc:
         raise EventInvalid([{"field": "(mapping)", "message": str(exc)}]) from exc
     try:
-        return parse_storable_event(envelope)
+        return parse_event(envelope)
     except EventInvalid as exc:
         bad = {e["field"] for e in exc.errors}
         if not bad <= _OPTIONAL_FIELDS:
             raise
-        return parse_storable_event(drop_fields(envelope, bad))
+        return parse_event(drop_fields(envelope, bad))
 
 
 def _integration(state: ApiState, name: str) -> Integration:
