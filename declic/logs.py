@@ -41,7 +41,9 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # Through the standard library's handler: one lock for structlog's lines and those of
+        # Celery and friends, so lines from concurrent threads never interleave.
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(message)s")
+    logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(message)s", force=True)
