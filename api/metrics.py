@@ -22,6 +22,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from events.outbox import PREFIX as OUTBOX_PREFIX
+from events.publisher import OUTBOX_QUEUES
+
 log = structlog.get_logger(__name__)
 
 QUEUES = ("events.critical", "events", "send.critical", "send.transactional", "send.bulk")
@@ -111,6 +114,12 @@ class PipelineCollector(Collector):
                 for queue, count in queue_depths(self._broker).items():
                     depth.add_metric([queue], count)
                 metrics.append(depth)
+                outbox = GaugeMetricFamily(
+                    "declic_outbox_pending", "Events accepted and not yet ingested (the outbox).", labels=["queue"]
+                )
+                for queue in OUTBOX_QUEUES:
+                    outbox.add_metric([queue], int(self._broker.zcard(f"{OUTBOX_PREFIX}:{queue}")))
+                metrics.append(outbox)
             except redis.RedisError as exc:
                 log.warning("metrics_read_failed", source="broker", reason=str(exc))
         if self._pool is not None:

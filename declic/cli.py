@@ -85,7 +85,8 @@ def dispatcher(
     import threading
 
     from declic.logs import configure
-    from workers.dispatcher import Dispatcher
+    from events.publisher import Publisher
+    from workers.dispatcher import Dispatcher, OutboxSweep
     from workers.runtime import deps
     from workers.tasks import enqueue
 
@@ -95,8 +96,14 @@ def dispatcher(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     running = deps()
+    outbox_sweep = None
+    if settings.uses_outbox:
+        publisher = Publisher(settings.broker_url, critical_types=frozenset(settings.critical_event_types))
+        assert publisher.outbox is not None
+        outbox_sweep = OutboxSweep(publisher.outbox, running.store, publisher, settings.outbox_grace_s)
     Dispatcher(running.store, running.catalogue, enqueue, default_tz=settings.default_timezone,
-               interval_s=interval, scan_every_s=scan_every, lost_after_s=settings.lost_after_s).run(stop)
+               interval_s=interval, scan_every_s=scan_every, lost_after_s=settings.lost_after_s,
+               outbox_sweep=outbox_sweep).run(stop)
 
 
 @suppress_app.command("add")

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     inline_sends: bool = True
     # Pending sends untouched this long are enqueued again (their broker message was lost).
     lost_after_s: int = Field(default=300, ge=2)
+    # Redis broker: an accepted event not ingested this long after newer ones were (or with its
+    # queue empty) is published again from the outbox; ingest dedupes the copy. See events/outbox.py.
+    outbox_grace_s: float = Field(default=30.0, ge=1)
     # Redis transport: unacknowledged messages come back after this many seconds.
     broker_visibility_timeout_s: int = Field(default=300, ge=10)
 
@@ -110,6 +113,11 @@ class Settings(BaseSettings):
                 "links; set it to a long random value shared by every worker and API process"
             )
         return self.secret_key.get_secret_value()
+
+    @property
+    def uses_outbox(self) -> bool:
+        """Accepted events are kept in an outbox until ingested: with a Redis broker only."""
+        return self.broker_url.startswith(("redis://", "rediss://"))
 
     @property
     def effective_redis_url(self) -> str:

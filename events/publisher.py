@@ -3,7 +3,8 @@
 It speaks Celery's message protocol (version 2) through kombu directly, so a producer needs
 neither Celery nor the worker code. Publishing waits for the broker (publisher confirms on
 RabbitMQ) and retries a few times; when the broker stays unreachable it raises
-:class:`PublishError` and nothing was accepted.
+:class:`PublishError` and nothing was accepted. On a Redis broker each envelope is also kept in
+the :mod:`events.outbox` until a worker ingested it, so a message kombu loses is offered again.
 
     from events import Publisher
     with Publisher("redis://127.0.0.1:6379/0") as publisher:
@@ -16,18 +17,21 @@ import contextlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from kombu import Connection, Exchange, Queue
 
 from events.envelope import Event, parse_event
+from events.outbox import Outbox, Overdue
 
 INGEST_TASK = "declic.ingest"
 EVENTS_QUEUE = "events"
 CRITICAL_EVENTS_QUEUE = "events.critical"
 DEFAULT_CRITICAL_TYPES = frozenset({"password_reset", "account_updated"})
 """Event types published on ``events.critical``, which workers ingest before everything else."""
+OUTBOX_QUEUES = (CRITICAL_EVENTS_QUEUE, EVENTS_QUEUE)
 
 
 class PublishError(RuntimeError):
@@ -62,8 +66,9 @@ class Publisher:
 
     def __init__(
         self, broker_url: str, *, retries: int = 3, timeout_s: float = 5.0,
-        critical_types: frozenset[str] = DEFAULT_CRITICAL_TYPES,
+        critical_types: frozenset[str] = DEFAULT_CRITICAL_TYPES, outbox: bool | None = None,
     ) -> None:
+        """``outbox``: keep envelopes until ingested; by default on a Redis broker only."""
         amqp = broker_url.startswith(("amqp", "pyamqp"))
         transport_options = {"confirm_publish": True} if amqp else {}
         self._connection = Connection(
@@ -79,6 +84,8 @@ class Publisher:
         }
         self._critical_types = critical_types
         self._producer: Any = None
+        use_outbox = broker_url.startswith(("redis://", "rediss://")) if outbox is None else outbox
+        self.outbox = Outbox.connect(broker_url, OUTBOX_QUEUES, timeout_s=timeout_s) if use_outbox else None
 
     def publish(self, event: Event | dict[str, Any] | str | bytes) -> str:
         """Validate and publish one event; return its id. Raises EventInvalid or PublishError."""
@@ -88,14 +95,42 @@ class Publisher:
 
     def publish_json(self, event_json: dict[str, Any]) -> None:
         """Publish an envelope already validated (the API uses this)."""
-        body, headers, task_id = celery_message(INGEST_TASK, [event_json])
         queue = self._queues[CRITICAL_EVENTS_QUEUE if event_json.get("type") in self._critical_types else EVENTS_QUEUE]
-        payload = json.dumps(body, separators=(",", ":"))
+        event_id = str(event_json["id"])
+        created = False
+
+        def attempt() -> None:
+            nonlocal created
+            if self.outbox is not None:
+                # Recorded before publishing: a worker may ingest (and forget) it at once.
+                created = self.outbox.record(event_id, queue.name, event_json) or created
+            self._send(event_json, queue)
+
+        try:
+            self._with_retries(attempt)
+        except PublishError:
+            if created and self.outbox is not None:
+                # Not accepted, so not to be offered again by the outbox sweep either.
+                with contextlib.suppress(Exception):
+                    self.outbox.forget(event_id, queue.name)
+            raise
+
+    def republish(self, overdue: Overdue) -> None:
+        """Publish again an envelope the outbox found overdue; its outbox clock starts over."""
+        self._with_retries(lambda: self._send(overdue.envelope, self._queues[overdue.queue]))
+        if self.outbox is not None:
+            self.outbox.retried(overdue.event_id, overdue.queue)
+
+    def _send(self, event_json: dict[str, Any], queue: Queue) -> None:
+        body, headers, task_id = celery_message(INGEST_TASK, [event_json])
+        self._publish(json.dumps(body, separators=(",", ":")), headers, task_id, queue)
+
+    def _with_retries(self, attempt_once: Callable[[], None]) -> None:
         # kombu retries only what it classes as connection errors; a connection broken in
         # another way (seen when Redis restarts) is rebuilt here and tried again, a few times.
         for attempt in range(self._retries + 1):
             try:
-                self._publish(payload, headers, task_id, queue)
+                attempt_once()
                 return
             except Exception as exc:  # kombu raises transport-specific errors; all mean "not taken"
                 self._reset()
@@ -128,6 +163,8 @@ class Publisher:
 
     def close(self) -> None:
         self._connection.release()
+        if self.outbox is not None:
+            self.outbox.client.close()
 
     def __enter__(self) -> Publisher:
         return self

@@ -11,6 +11,8 @@ import threading
 import redis
 
 from declic.settings import Settings, get_settings
+from events.outbox import Outbox
+from events.publisher import OUTBOX_QUEUES
 from flows.loader import load_catalogue
 from workers.attachments import S3ObjectStore
 from workers.governor import Governor, GovernorConfig, account_max_rate
@@ -22,6 +24,7 @@ from workers.unsubscribe import UnsubscribeLinks
 
 _lock = threading.Lock()
 _deps: Deps | None = None
+_outbox: Outbox | None = None
 
 
 def brand(settings: Settings) -> dict[str, str]:
@@ -67,6 +70,17 @@ def deps() -> Deps:
             if _deps is None:
                 _deps = build_deps(get_settings())
     return _deps
+
+
+def outbox() -> Outbox | None:
+    """The broker's outbox, where ingested events are forgotten; None unless the broker is Redis."""
+    global _outbox
+    settings = get_settings()
+    if _outbox is None and settings.uses_outbox:
+        with _lock:
+            if _outbox is None:
+                _outbox = Outbox.connect(settings.broker_url, OUTBOX_QUEUES)
+    return _outbox
 
 
 def reset() -> None:

@@ -79,6 +79,16 @@ class IngestStore(StoreBase):
             to_enqueue = self._insert_sends(conn, planned, event.contact.id, event_id=event.id)
             return IngestResult(False, to_enqueue, len(planned), cancelled)
 
+    def known_events(self, event_ids: list[str]) -> set[str]:
+        """Which of these events are in Postgres, ingested or dead-lettered."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT id FROM events WHERE id = ANY(%(ids)s)"
+                " UNION SELECT ref FROM dead_letters WHERE kind = 'event' AND ref = ANY(%(ids)s)",
+                {"ids": event_ids},
+            ).fetchall()
+        return {r["id"] for r in rows}
+
     @staticmethod
     def _recent_counts(conn: Connection[Row], contact_id: str, caps: dict[str, timedelta]) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -38,6 +38,9 @@ def ingest(event: Any) -> str:
     """Ingest one event published on the ``events`` queue."""
     deps = runtime.deps()
     result = ingest_event(deps.store, deps.catalogue, event, delay_scale=deps.delay_scale)
+    outbox = runtime.outbox()
+    if outbox is not None and isinstance(event, dict) and isinstance(event.get("id"), str):
+        outbox.done(event["id"])  # in Postgres now, as an event or a dead letter
     if result is None:
         return "invalid"
     inline = [item for item in result.to_enqueue if deps.inline_sends and item.queue in INLINE_QUEUES]

@@ -259,6 +259,7 @@ def test_metrics_count_outcomes_and_queue_depths(client: httpx.Client, make_key:
     assert 'declic_events_refused_total{reason="invalid",source="api"}' in text
     assert 'declic_http_request_duration_seconds_bucket{le="0.005",method="POST",route="/v1/events"' in text
     assert 'declic_queue_depth{queue="events"}' in text
+    assert 'declic_outbox_pending{queue="events"}' in text
     assert "declic_sends" in text
 
 

@@ -120,6 +120,7 @@ def fault_env(fault_redis: RestartableRedis, fault_postgres: RestartablePostgres
         "DECLIC_SEND_LEASE_S": "8",
         "DECLIC_BROKER_VISIBILITY_TIMEOUT_S": "10",
         "DECLIC_LOST_AFTER_S": "10",
+        "DECLIC_OUTBOX_GRACE_S": "3",  # an event lost on the broker is published again after 3 s
         "DECLIC_DELAY_SCALE": str(1 / 86400),  # a day of follow-up delay lasts a second
         "DECLIC_SES_AMBIGUOUS_WAIT_S": "5",  # read only once the ambiguity fix is in (see docs)
         "DECLIC_LOG_FORMAT": "json",

@@ -1,0 +1,119 @@
+"""The outbox on a real Redis: what is remembered, forgotten, and found overdue."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from declic.services import Services
+from events.outbox import Outbox
+from events.publisher import Publisher, PublishError
+from workers.dispatcher import OutboxSweep
+from workers.store import Store
+
+
+@pytest.fixture
+def outbox(services: Services) -> Iterator[Outbox]:
+    # Queue names of the test's own, so the run's workers and other tests never interfere.
+    tag = uuid.uuid4().hex[:8]
+    box = Outbox.connect(services.redis_url, (f"t{tag}.critical", f"t{tag}.events"))
+    yield box
+    box.client.delete(*(f"declic:outbox:{q}" for q in box.queues), *box.queues)
+    box.client.close()
+
+
+def envelope(event_id: str) -> dict[str, Any]:
+    return {"id": event_id, "type": "signup", "occurred_at": "2026-11-27T10:00:00+00:00",
+            "contact": {"id": "c-1", "email": "ada@example.com"}, "data": {}}
+
+
+def test_recorded_until_done_and_done_raises_the_watermark(outbox: Outbox) -> None:
+    queue = outbox.queues[1]
+    assert outbox.record("ev-1", queue, envelope("ev-1")) is True
+    assert outbox.record("ev-1", queue, envelope("ev-1")) is False  # a retry keeps the first stamp
+    assert outbox.pending() == 1
+    accepted = outbox.client.zscore(f"declic:outbox:{queue}", "ev-1")
+
+    outbox.done("ev-1")
+
+    assert outbox.pending() == 0
+    assert outbox.client.hget("declic:outbox:bodies", "ev-1") is None
+    assert float(outbox.client.hget("declic:outbox:watermarks", queue) or 0) == accepted
+    outbox.done("never-recorded")  # harmless
+
+
+def test_overdue_when_its_queue_is_empty(outbox: Outbox) -> None:
+    queue = outbox.queues[0]
+    outbox.record("ev-lost", queue, envelope("ev-lost"))
+    assert outbox.overdue(grace_s=60) == []  # too recent to tell
+    time.sleep(0.05)
+
+    found = outbox.overdue(grace_s=0.01)
+
+    assert [(o.event_id, o.queue, o.envelope["id"]) for o in found] == [("ev-lost", queue, "ev-lost")]
+
+
+def test_behind_a_backlog_only_once_newer_events_went_through(outbox: Outbox) -> None:
+    queue = outbox.queues[1]
+    outbox.client.rpush(queue, "a message still waiting")  # the queue is not empty
+    outbox.record("ev-old", queue, envelope("ev-old"))
+    time.sleep(0.05)
+
+    # Perhaps still in the backlog: no newer event was ingested yet.
+    assert outbox.overdue(grace_s=0.01) == []
+
+    time.sleep(0.05)
+    outbox.record("ev-new", queue, envelope("ev-new"))
+    outbox.done("ev-new")  # ingested, although accepted later: the old one was lost
+    assert [o.event_id for o in outbox.overdue(grace_s=0.01)] == ["ev-old"]
+
+
+def test_a_publication_that_failed_is_forgotten(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Publisher(services.broker_url, retries=0) as publisher:
+        assert publisher.outbox is not None
+
+        def refuse(*_: Any) -> None:
+            raise ConnectionError("broker gone")
+
+        monkeypatch.setattr(publisher, "_send", refuse)
+        event_id = f"ev-{uuid.uuid4()}"
+        with pytest.raises(PublishError):
+            publisher.publish(envelope(event_id))
+        assert publisher.outbox.client.hget("declic:outbox:bodies", event_id) is None
+
+
+def test_the_sdk_records_before_publishing_on_redis_only(services: Services) -> None:
+    event_id = f"ev-{uuid.uuid4()}"
+    with Publisher(services.broker_url) as publisher:
+        assert publisher.outbox is not None
+        # The run's worker may ingest it at once; the body is there until then, or the watermark moved.
+        publisher.publish(envelope(event_id))
+        body = publisher.outbox.client.hget("declic:outbox:bodies", event_id)
+        assert body is None or json.loads(body)["id"] == event_id
+    assert Publisher("amqp://guest:guest@127.0.0.1:5672//", outbox=None).outbox is None
+
+
+def test_the_sweep_republishes_the_lost_and_forgets_the_ingested(outbox: Outbox, store: Store) -> None:
+    queue = outbox.queues[1]
+    for event_id in ("ev-ingested", "ev-lost"):
+        outbox.record(event_id, queue, envelope(event_id))
+    store.dead_letter_event("ev-ingested", "invalid_event: test", envelope("ev-ingested"))
+    time.sleep(0.05)
+    republished: list[str] = []
+
+    class Recorder:
+        def republish(self, item: Any) -> None:
+            republished.append(item.event_id)
+            outbox.retried(item.event_id, item.queue)
+
+    sweep = OutboxSweep(outbox, store, Recorder(), grace_s=0.01)  # type: ignore[arg-type]
+
+    assert sweep() == 1
+    assert republished == ["ev-lost"]
+    assert outbox.pending() == 1  # the lost one, its clock started over
+    assert outbox.overdue(grace_s=5) == []
