@@ -2,7 +2,8 @@
 
 kombu producers are not thread-safe and FastAPI runs blocking work in a thread pool, so
 publishes go through one lock; a publish is one Redis ``LPUSH`` (or one confirmed AMQP
-publish), so the lock is held for well under a millisecond. A batch takes the lock once.
+publish), so the lock is held for well under a millisecond. A batch takes the lock once and
+travels as few broker messages (:meth:`~events.Publisher.publish_many`).
 """
 
 from __future__ import annotations
@@ -25,12 +26,7 @@ class SharedPublisher:
 
     def _publish_all(self, envelopes: Sequence[dict[str, Any]]) -> tuple[int, PublishError | None]:
         with self._lock:
-            for done, envelope in enumerate(envelopes):
-                try:
-                    self._publisher.publish_json(envelope)
-                except PublishError as exc:
-                    return done, exc
-        return len(envelopes), None
+            return self._publisher.publish_many(envelopes)
 
     async def publish_all(self, envelopes: Sequence[dict[str, Any]]) -> tuple[int, PublishError | None]:
         """Publish in order; stop at the first failure. Returns (published, error or None)."""

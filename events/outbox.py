@@ -88,6 +88,14 @@ class Outbox:
         body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
         return bool(self._record(keys=[self._set(queue), self._bodies], args=[event_id, body]))
 
+    def record_many(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> list[bool]:
+        """:meth:`record` for many (event id, queue, envelope) in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for event_id, queue, envelope in items:
+            body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+            self._record(keys=[self._set(queue), self._bodies], args=[event_id, body], client=pipe)
+        return [bool(added) for added in pipe.execute()]
+
     def forget(self, event_id: str, queue: str) -> None:
         """Drop an envelope whose publication failed: it was not accepted."""
         pipe = self.client.pipeline()

@@ -14,10 +14,11 @@ the :mod:`events.outbox` until a worker ingested it, so a message kombu loses is
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -27,6 +28,9 @@ from events.envelope import Event, parse_event
 from events.outbox import Outbox, Overdue
 
 INGEST_TASK = "declic.ingest"
+INGEST_BATCH_TASK = "declic.ingest_batch"
+BATCH_CHUNK = 25
+"""Events per broker message when publishing many: one task ingests them one after the other."""
 EVENTS_QUEUE = "events"
 CRITICAL_EVENTS_QUEUE = "events.critical"
 DEFAULT_CRITICAL_TYPES = frozenset({"password_reset", "account_updated"})
@@ -115,6 +119,54 @@ class Publisher:
                     self.outbox.forget(event_id, queue.name)
             raise
 
+    def publish_many(self, envelopes: Sequence[dict[str, Any]]) -> tuple[int, PublishError | None]:
+        """Publish envelopes already validated as few messages; stop at the first failure.
+
+        Consecutive envelopes of one queue travel together, :data:`BATCH_CHUNK` to a message
+        (``declic.ingest_batch``); critical ones go one to a message, so each is ingested and
+        delivered at once. Returns how many envelopes, from the first, the broker took, and the
+        error that stopped it (None when all were taken): the rest was not accepted.
+        """
+        taken = 0
+        for queue, chunk in self._chunks(envelopes):
+            created: list[tuple[str, str, dict[str, Any]]] = []
+            try:
+                self._with_retries(functools.partial(self._publish_chunk, queue, chunk, created))
+            except PublishError as exc:
+                if self.outbox is not None:
+                    with contextlib.suppress(Exception):
+                        for event_id, queue_name, _ in created:
+                            self.outbox.forget(event_id, queue_name)
+                return taken, exc
+            taken += len(chunk)
+        return taken, None
+
+    def _publish_chunk(self, queue: Queue, chunk: list[dict[str, Any]],
+                       created: list[tuple[str, str, dict[str, Any]]]) -> None:
+        if self.outbox is not None:
+            items = [(str(e["id"]), queue.name, e) for e in chunk]
+            fresh = self.outbox.record_many(items)
+            created.extend(item for item, new in zip(items, fresh, strict=True) if new)
+        if len(chunk) == 1:
+            self._send(chunk[0], queue)
+        else:
+            self._send_batch(chunk, queue)
+
+    def _chunks(self, envelopes: Sequence[dict[str, Any]]) -> Iterator[tuple[Queue, list[dict[str, Any]]]]:
+        chunk: list[dict[str, Any]] = []
+        current: Queue | None = None
+        for envelope in envelopes:
+            critical = envelope.get("type") in self._critical_types
+            queue = self._queues[CRITICAL_EVENTS_QUEUE if critical else EVENTS_QUEUE]
+            if chunk and (queue is not current or critical or len(chunk) >= BATCH_CHUNK):
+                assert current is not None
+                yield current, chunk
+                chunk = []
+            current = queue
+            chunk.append(envelope)
+        if chunk and current is not None:
+            yield current, chunk
+
     def republish(self, overdue: Overdue) -> None:
         """Publish again an envelope the outbox found overdue; its outbox clock starts over."""
         self._with_retries(lambda: self._send(overdue.envelope, self._queues[overdue.queue]))
@@ -123,6 +175,10 @@ class Publisher:
 
     def _send(self, event_json: dict[str, Any], queue: Queue) -> None:
         body, headers, task_id = celery_message(INGEST_TASK, [event_json])
+        self._publish(json.dumps(body, separators=(",", ":")), headers, task_id, queue)
+
+    def _send_batch(self, envelopes: list[dict[str, Any]], queue: Queue) -> None:
+        body, headers, task_id = celery_message(INGEST_BATCH_TASK, [envelopes])
         self._publish(json.dumps(body, separators=(",", ":")), headers, task_id, queue)
 
     def _with_retries(self, attempt_once: Callable[[], None]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,6 +37,25 @@ def enqueue(sends: Iterable[Enqueue]) -> None:
           retry_jitter=True, max_retries=None)
 def ingest(event: Any) -> str:
     """Ingest one event published on the ``events`` queue."""
+    return ingest_one(event, inline=True)
+
+
+@app.task(name="declic.ingest_batch", autoretry_for=_DATABASE_DOWN, retry_backoff=1, retry_backoff_max=30,
+          retry_jitter=True, max_retries=None)
+def ingest_batch(events: list[Any]) -> str:
+    """Ingest events published together (the API's batches), one after the other.
+
+    Their sends go to the send queues rather than inline, so a batch's emails leave in parallel
+    on every worker thread instead of one after the other here. Retried whole: events already
+    ingested are found again and only their pending sends re-offered.
+    """
+    if not isinstance(events, list):
+        return ingest_one(events, inline=False)
+    outcomes = Counter(ingest_one(event, inline=False) for event in events)
+    return ", ".join(f"{n} {label}" for label, n in sorted(outcomes.items()))
+
+
+def ingest_one(event: Any, *, inline: bool) -> str:
     deps = runtime.deps()
     result = ingest_event(deps.store, deps.catalogue, event, delay_scale=deps.delay_scale)
     outbox = runtime.outbox()
@@ -43,12 +63,13 @@ def ingest(event: Any) -> str:
         outbox.done(event["id"])  # in Postgres now, as an event or a dead letter
     if result is None:
         return "invalid"
-    inline = [item for item in result.to_enqueue if deps.inline_sends and item.queue in INLINE_QUEUES]
-    enqueue(item for item in result.to_enqueue if item not in inline)
+    inline_sends = [item for item in result.to_enqueue
+                    if inline and deps.inline_sends and item.queue in INLINE_QUEUES]
+    enqueue(item for item in result.to_enqueue if item not in inline_sends)
     # Due-now critical and transactional sends go out from here: one broker hop and one
     # task less per email. They are already committed, so a crash here loses nothing: the
     # redelivered event finds them pending and delivers them then.
-    for item in inline:
+    for item in inline_sends:
         outcome = deliver(item.send_id, deps)
         if isinstance(outcome, Retry):
             deliver_send.apply_async(args=(item.send_id,), queue=item.queue, routing_key=item.queue,

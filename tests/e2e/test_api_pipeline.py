@@ -20,7 +20,14 @@ from declic.services import Services
 from declic.settings import REPO_ROOT
 from flows import Catalogue
 from tests.e2e.conftest import final_sends, fresh
-from tests.e2e.test_api_http import SHOPIFY_SECRET, api, api_env, key_store, make_key  # noqa: F401 - fixtures
+from tests.e2e.test_api_http import (  # noqa: F401 - fixtures
+    SHOPIFY_SECRET,
+    MakeKey,
+    api,
+    api_env,
+    key_store,
+    make_key,
+)
 from workers.store import Store
 
 pytestmark = pytest.mark.e2e
@@ -54,6 +61,24 @@ def test_curl_an_order_and_the_confirmation_reaches_ses(
     assert send["state"] == "sent" and send["flow"] == "order_confirmation", send["reason"]
     [request] = moto_requests(services, str(send["id"]))
     assert request["Destination"] == {"ToAddresses": [event["contact"]["email"]]}
+
+
+def test_a_batch_travels_in_chunks_and_every_event_becomes_its_email(
+    worker: WorkerProcess, api: ApiProcess, store: Store, catalogue: Catalogue, make_key: MakeKey,  # noqa: F811
+) -> None:
+    """60 orders and a password reset in one batch: each is ingested once and its email sent."""
+    orders = [fresh(catalogue["order_confirmation"].sample) for _ in range(60)]
+    reset = fresh(catalogue["password_reset"].sample)
+    events = [*orders[:30], reset, *orders[30:]]
+    answer = httpx.post(f"{api.url}/v1/events/batch", json={"events": events},
+                        headers={"Authorization": f"Bearer {make_key()}"}, timeout=30)
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["accepted"] == 61
+    [reset_send] = final_sends(store, reset["id"], "password_reset", timeout=60)
+    assert reset_send["state"] == "sent", reset_send["reason"]
+    for order in orders:
+        [send] = final_sends(store, order["id"], "order_confirmation", timeout=60)
+        assert send["state"] == "sent", send["reason"]
 
 
 def test_signed_shopify_order_reaches_ses_and_a_tampered_one_does_not(

@@ -6,8 +6,11 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from events import MAX_EVENT_BYTES, EventInvalid, parse_event
+from events.envelope import plain_address
 
 
 def purchase(**data: Any) -> dict[str, Any]:
@@ -116,3 +119,32 @@ def test_invoice_attachment_needs_one_source() -> None:
     with pytest.raises(EventInvalid) as exc:
         parse_event(raw)
     assert "data.pdf" in fields(exc)
+
+
+_ADDRESS_TEXT = st.text(alphabet="abcXYZ09.-_+@!#'`~|é", min_size=1, max_size=40)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(st.emails(), _ADDRESS_TEXT, st.builds(lambda a, b: f"{a}@{b}", _ADDRESS_TEXT, _ADDRESS_TEXT)))
+def test_the_fast_address_check_agrees_with_email_validator(value: str) -> None:
+    """Whatever the fast path accepts, email_validator accepts too, normalised the same way."""
+    import email_validator
+
+    fast = plain_address(value)
+    if fast is None:
+        return
+    assert email_validator.validate_email(value, check_deliverability=False).normalized == fast
+
+
+@pytest.mark.parametrize("address", ["a@b.test", "x@xn--bcher-kva.com", "a@ex--ample.com", "dé@example.com",
+                                     "A@Example.COM", "a..b@example.com", "a@localhost", "a@example.com."])
+def test_addresses_the_fast_path_leaves_to_email_validator(address: str) -> None:
+    import email_validator
+
+    fast = plain_address(address)
+    try:
+        expected: str | None = email_validator.validate_email(address, check_deliverability=False).normalized
+    except email_validator.EmailNotValidError:
+        expected = None
+    assert fast is None or fast == expected
+    assert plain_address("A@Example.COM") == "A@example.com"

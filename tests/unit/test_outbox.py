@@ -117,3 +117,37 @@ def test_the_sweep_republishes_the_lost_and_forgets_the_ingested(outbox: Outbox,
     assert republished == ["ev-lost"]
     assert outbox.pending() == 1  # the lost one, its clock started over
     assert outbox.overdue(grace_s=5) == []
+
+
+def test_publish_many_travels_in_chunks_and_stops_at_the_first_refusal(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from events import publisher as module
+
+    tag = uuid.uuid4().hex[:6]
+    reset = {**envelope(f"{tag}-r"), "type": "password_reset"}
+    envelopes = [envelope(f"{tag}-{i}") for i in range(30)] + [reset] + [envelope(f"{tag}-x{i}") for i in range(3)]
+    sent: list[list[str]] = []
+    with Publisher(services.broker_url, retries=0) as publisher:
+        assert publisher.outbox is not None
+
+        def send(one: dict[str, Any], _queue: Any) -> None:
+            sent.append([one["id"]])
+
+        def send_batch(many: list[dict[str, Any]], _queue: Any) -> None:
+            if many[0]["id"] == f"{tag}-x0":
+                raise ConnectionError("broker gone")
+            sent.append([e["id"] for e in many])
+
+        monkeypatch.setattr(publisher, "_send", send)
+        monkeypatch.setattr(publisher, "_send_batch", send_batch)
+        taken, error = publisher.publish_many(envelopes)
+
+        # 25 + 5 ordinary events, the reset alone (critical), then the last chunk refused.
+        assert [len(c) for c in sent] == [module.BATCH_CHUNK, 5, 1] and sent[2] == [f"{tag}-r"]
+        assert taken == 31 and isinstance(error, PublishError)
+        bodies = publisher.outbox.client
+        assert bodies.hget("declic:outbox:bodies", f"{tag}-x0") is None  # refused: not to be replayed
+        assert bodies.hget("declic:outbox:bodies", f"{tag}-29") is not None  # taken: watched until ingested
+        for e in envelopes[:31]:
+            publisher.outbox.done(e["id"])
