@@ -68,3 +68,21 @@ def register(app: typer.Typer) -> None:
         """Producer → broker → real workers → SES stand-in → Postgres, beside a naive Celery baseline."""
         run(events, json_path, latency_ms, baseline_events=baseline_events, repeats=repeats,
             fixed_rate=fixed_rate, fixed_s=fixed_s, no_baseline=no_baseline)
+
+    @bench.command("schedule")
+    def bench_schedule(
+        sends: Annotated[int, typer.Option(help="Scheduled sends to hold in Postgres")] = 1_000_000,
+        due: Annotated[int, typer.Option(help="How many of them fall due during the run")] = 2_000,
+        json_path: JsonFile = None,
+    ) -> None:
+        """A million future sends in Postgres: worker and dispatcher memory, lateness of due sends."""
+        import json
+
+        from bench.schedule import run_schedule_bench
+
+        report = run_schedule_bench(sends=sends, due=due)
+        console.print(report.table())
+        if json_path is not None:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(report.as_json(), indent=2) + "\n", encoding="utf-8")
+            console.print(f"wrote {json_path}")
