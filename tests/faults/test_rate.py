@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from declic.standin import StandInClient
@@ -27,10 +29,15 @@ def test_four_workers_share_the_account_rate(
         run.worker(f"w{n}", list(QUEUES), concurrency=16)
     run.dispatcher()
     run.wait_ready()
+    # A few events first, so every worker thread has its SES connection before the measure:
+    # on a busy machine, first calls' set-up delays tokens taken in one second into the next.
+    run.publish(seeded_events(catalogue, 16, "rate-warm"))
+    run.wait_final(60)
+    measured_from = int(time.time()) + 1
     run.publish(seeded_events(catalogue, 400, "rate"))
     result = settle(run, Result(f"4 workers, shared rate {RATE}/s"), timeout=90)
     stats = standin_client.stats()
-    per_second = {int(k): v for k, v in stats["per_second"].items()}
+    per_second = {int(k): v for k, v in stats["per_second"].items() if int(k) >= measured_from}
     busy = sorted(per_second)[1:-1]  # whole seconds only: the first and last are partial
     burst = RATE * GovernorConfig(max_rate=RATE).burst_s
     result.notes.update(max_per_second=max(per_second.values()), throttled=stats["throttled"],
@@ -38,5 +45,5 @@ def test_four_workers_share_the_account_rate(
     results.add(result)
     assert_promises(result)
     assert busy, "the run lasted several seconds"
+    assert stats["throttled"] == 0, stats
     assert max(per_second[s] for s in busy) <= RATE + burst + 1, per_second
-    assert stats["throttled"] == 0
