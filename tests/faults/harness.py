@@ -1,6 +1,7 @@
 """The fault harness: the real pipeline, a seeded event stream, and a closing reconciliation.
 
-A :class:`Run` is real processes on the run's own Redis and Postgres (:mod:`tests.faults.infra`):
+A :class:`Run` is real processes on the run's own Redis and Postgres (:mod:`tests.faults.infra`)
+— with a vhost of the machine's RabbitMQ as the broker when the scenario runs on RabbitMQ:
 an ingest worker, send workers, the dispatcher, all ``celery worker``/``declic`` processes
 speaking to the SES stand-in as SES (``AWS_ENDPOINT_URL_SESV2``). Events come from the
 benchmark's seeded workload through the producer SDK. A scenario injects its fault while the
@@ -34,8 +35,11 @@ from declic.processes import ManagedProcess, WorkerProcess
 from declic.standin import StandInClient
 from events import Publisher, PublishError
 from flows import Catalogue
+from tests.faults.infra import RabbitVhost
 
 FINAL = ("sent", "skipped", "failed")
+# Brokers a scenario may run on: ``@pytest.mark.parametrize("broker_kind", BROKERS, indirect=True)``.
+BROKERS = ["redis", "rabbitmq"]
 # Event types of the workload that need nothing beyond SES (the invoice flow needs S3).
 _LEAVE_OUT = {"invoice_issued"}
 
@@ -45,6 +49,7 @@ class Result:
     """One scenario's figures, as the table at the end of the run shows them."""
 
     scenario: str
+    broker: str = "redis"
     events: int = 0
     emails: int = 0
     lost: int = 0
@@ -82,11 +87,13 @@ class Run:
     """One scenario's processes, publisher and bookkeeping; use :func:`pipeline`."""
 
     def __init__(self, env: Mapping[str, str], log_dir: Path, database_url: str, broker_url: str,
-                 standin: StandInClient, catalogue: Catalogue) -> None:
+                 standin: StandInClient, catalogue: Catalogue, rabbit: RabbitVhost | None = None) -> None:
         self.env = dict(env)
         self.log_dir = log_dir
         self.database_url = database_url
         self.broker_url = broker_url
+        self.rabbit = rabbit
+        self.broker = "rabbitmq" if rabbit is not None else "redis"
         self.standin = standin
         self.catalogue = catalogue
         self.processes: dict[str, ManagedProcess] = {}
@@ -216,6 +223,7 @@ class Run:
     def reconcile(self, result: Result) -> Result:
         """Fill ``result`` from Postgres and the stand-in: emails, lost, duplicated, and why."""
         ids = list(self.published)
+        result.broker = self.broker
         with self.db() as conn:
             ingested = {r["id"] for r in conn.execute("SELECT id FROM events WHERE id = ANY(%s)", (ids,))}
             sends = conn.execute(
@@ -264,7 +272,12 @@ class Run:
         return result
 
     def broker_state(self) -> dict[str, Any]:
-        """What kombu's Redis transport still holds unacknowledged, and its restore lock's TTL."""
+        """What the broker still holds: RabbitMQ's queues, or kombu's Redis unacked hash and restore lock."""
+        if self.rabbit is not None:
+            try:
+                return {"broker_queues": self.rabbit.queues()}
+            except (RuntimeError, OSError) as exc:
+                return {"broker_state": f"unreadable: {exc}"}
         import redis
 
         try:
@@ -277,9 +290,9 @@ class Run:
 
 @contextlib.contextmanager
 def pipeline(env: Mapping[str, str], log_dir: Path, database_url: str, broker_url: str, standin: StandInClient,
-             catalogue: Catalogue) -> Iterator[Run]:
+             catalogue: Catalogue, rabbit: RabbitVhost | None = None) -> Iterator[Run]:
     """A :class:`Run` whose processes are all stopped on exit, even when the scenario fails."""
-    run = Run(env, log_dir, database_url, broker_url, standin, catalogue)
+    run = Run(env, log_dir, database_url, broker_url, standin, catalogue, rabbit)
     try:
         yield run
     finally:
@@ -316,3 +329,15 @@ def assert_promises(result: Result) -> None:
     assert result.lost == 0, "\n".join(result.problems)
     assert result.events > 0 and result.emails > 0
     assert result.duplicated == 0, "\n".join(result.problems)
+
+
+def assert_promises_on_broker(result: Result) -> None:
+    """:func:`assert_promises`, with no allowance at all on RabbitMQ.
+
+    RabbitMQ hands a message to a consumer and keeps it until acknowledged; a consumer's
+    connection that dies returns it to the queue. There is no window like kombu's Redis
+    BRPOP, so on RabbitMQ any loss fails the test.
+    """
+    if result.broker == "rabbitmq":
+        assert result.lost == 0, "\n".join(result.problems)
+    assert_promises(result)
