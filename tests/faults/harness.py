@@ -146,8 +146,14 @@ class Run:
         if self._supervising is not None:
             self._supervising.join(5)
         self.publisher.close()
-        for process in self.processes.values():
-            process.stop(10)
+        # All at once: a worker in warm shutdown may wait out its grace period (on RabbitMQ, a
+        # thread holding a retry until its ETA), and the scenario's results are already taken.
+        stopping = [threading.Thread(target=process.stop, args=(10,), name=f"stop-{name}")
+                    for name, process in self.processes.items()]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join()
 
     # -- events -----------------------------------------------------------------------------
 
