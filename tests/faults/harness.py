@@ -181,6 +181,11 @@ class Run:
 
     def unfinished(self) -> int:
         """Published events not yet ingested, plus their sends not yet final (-1: Postgres down)."""
+        progress = self._progress()
+        return -1 if progress is None else sum(progress)
+
+    def _progress(self) -> tuple[int, int] | None:
+        """(published events not yet ingested, their sends not yet final); None while Postgres is down."""
         try:
             with self.db() as conn:
                 row = conn.execute(
@@ -190,18 +195,46 @@ class Run:
                     {"ids": list(self.published)},
                 ).fetchone()
         except psycopg.OperationalError:
-            return -1
+            return None
         assert row is not None
-        return len(self.published) - int(row["ingested"]) + int(row["open"])
+        return len(self.published) - int(row["ingested"]), int(row["open"])
 
     def wait_final(self, timeout: float = 180.0) -> bool:
-        """Block until every published event is ingested and all its sends are final."""
+        """Block until every published event is ingested and all its sends are final.
+
+        Gives up before ``timeout`` only when waiting cannot change the outcome: events are
+        missing, every send is final, and for 5 s the Redis broker has held no message at
+        all — no queue, nothing unacknowledged, so no restore to come. Those events are lost
+        (the reconciliation counts them); waiting out the timeout would only cost time.
+        """
         deadline = time.monotonic() + timeout
+        empty_since: float | None = None
         while time.monotonic() < deadline:
-            if self.unfinished() == 0:
+            progress = self._progress()
+            if progress == (0, 0):
                 return True
+            if progress is not None and progress[1] == 0 and self._broker_empty():
+                empty_since = empty_since or time.monotonic()
+                if time.monotonic() - empty_since >= 5.0:
+                    return False
+            else:
+                empty_since = None
             time.sleep(0.25)
         return False
+
+    def _broker_empty(self) -> bool:
+        """Whether the Redis broker holds no message: no non-empty list, empty ``unacked`` (never on RabbitMQ)."""
+        if self.rabbit is not None:
+            return False
+        import redis
+
+        try:
+            with redis.Redis.from_url(self.broker_url, socket_timeout=5) as client:
+                if client.hlen("unacked"):
+                    return False
+                return not any(client.llen(key) for key in client.scan_iter(_type="list"))
+        except redis.RedisError:
+            return False
 
     def sending_now(self) -> list[str]:
         """Sends claimed at this moment (``sending``): what a worker killed now holds."""
