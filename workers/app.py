@@ -29,6 +29,11 @@ def queue_arguments(broker_url: str) -> dict[str, Any]:
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     transport_options: dict[str, Any] = {}
+    transport: dict[str, Any] = {}
+    if settings.broker_url.startswith("redis://"):
+        # kombu's Redis transport with the fix that keeps a worker alive through a Redis
+        # restart (see the module). rediss:// keeps kombu's own, which checks its TLS options.
+        transport = {"broker_transport": "workers.redis_transport:Transport"}
     if settings.broker_url.startswith(("redis", "rediss")):
         transport_options = {
             "visibility_timeout": settings.broker_visibility_timeout_s,
@@ -46,6 +51,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         transport_options = {"confirm_publish": True}
     return {
         "broker_url": settings.broker_url,
+        **transport,
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
         "task_queues": [Queue(q, Exchange(q), routing_key=q, queue_arguments=queue_arguments(settings.broker_url))

@@ -2,6 +2,11 @@
 
 Redis and Postgres here are never the machine's shared ones (other sessions use them): they
 are started for this run, on addresses that survive a restart (:mod:`tests.faults.infra`).
+
+The broker is the run's Redis unless a test asks for RabbitMQ with
+``@pytest.mark.parametrize("broker_kind", BROKERS, indirect=True)``: then it is a fresh vhost
+on the machine's RabbitMQ (:class:`tests.faults.infra.RabbitVhost`), deleted afterwards, and
+Redis stays the rate governor's and the dedupe keys' store.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from declic.settings import REPO_ROOT
 from declic.standin import Faults, StandIn, StandInClient
 from flows import Catalogue
 from tests.faults.harness import Run, pipeline
-from tests.faults.infra import RestartablePostgres, RestartableRedis
+from tests.faults.infra import RABBITMQ_URL, RabbitVhost, RestartablePostgres, RestartableRedis
 from tests.faults.notifier import SendNotifier
 from tests.faults.report import Results
 from workers.migrate import migrate
@@ -85,6 +90,42 @@ def clean(fault_redis: RestartableRedis, fault_postgres: RestartablePostgres) ->
 
 
 @pytest.fixture
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    """``redis`` (the run's own) unless the test is parametrized with ``rabbitmq``."""
+    kind: str = getattr(request, "param", "redis")
+    assert kind in ("redis", "rabbitmq"), kind
+    return kind
+
+
+@pytest.fixture(scope="session")
+def rabbit_vhosts() -> Iterator[list[RabbitVhost]]:
+    """Vhosts being deleted in the background while later scenarios run; all gone by the session's end."""
+    deleting: list[RabbitVhost] = []
+    yield deleting
+    for vhost in deleting:
+        vhost.wait_deleted()
+
+
+@pytest.fixture
+def rabbit(broker_kind: str, rabbit_vhosts: list[RabbitVhost]) -> Iterator[RabbitVhost | None]:
+    """A fresh vhost on the machine's RabbitMQ for a RabbitMQ scenario, deleted at the end; else None."""
+    if broker_kind != "rabbitmq":
+        yield None
+        return
+    vhost = RabbitVhost.create(RABBITMQ_URL)
+    try:
+        yield vhost
+    finally:
+        vhost.delete()
+        rabbit_vhosts.append(vhost)
+
+
+@pytest.fixture
+def broker_url(fault_redis: RestartableRedis, rabbit: RabbitVhost | None) -> str:
+    return rabbit.url if rabbit is not None else fault_redis.url
+
+
+@pytest.fixture
 def standin() -> Iterator[StandIn]:
     """The SES stand-in for one scenario, with a little latency; the scenario sets its faults."""
     with StandIn(Faults(latency_ms=15, seed=6, hang_s=30)) as server:
@@ -106,12 +147,12 @@ def notifier(standin_client: StandInClient, fault_postgres: RestartablePostgres,
 
 
 @pytest.fixture
-def fault_env(fault_redis: RestartableRedis, fault_postgres: RestartablePostgres, standin: StandIn,
-              clean: None) -> dict[str, str]:
+def fault_env(fault_redis: RestartableRedis, fault_postgres: RestartablePostgres, broker_url: str,
+              standin: StandIn, clean: None) -> dict[str, str]:
     """What every process of a scenario gets: the run's servers, and the stand-in as SES."""
     return {
         "DECLIC_DATABASE_URL": fault_postgres.url,
-        "DECLIC_BROKER_URL": fault_redis.url,
+        "DECLIC_BROKER_URL": broker_url,
         "DECLIC_REDIS_URL": fault_redis.url,
         "DECLIC_SECRET_KEY": secrets.token_urlsafe(32),
         "DECLIC_SES_MAX_RATE": "5000",
@@ -134,8 +175,9 @@ def fault_env(fault_redis: RestartableRedis, fault_postgres: RestartablePostgres
 
 
 @pytest.fixture
-def run(fault_env: dict[str, str], fault_postgres: RestartablePostgres, fault_redis: RestartableRedis,
+def run(fault_env: dict[str, str], fault_postgres: RestartablePostgres, broker_url: str, rabbit: RabbitVhost | None,
         standin_client: StandInClient, notifier: SendNotifier, catalogue: Catalogue, tmp_path: Path) -> Iterator[Run]:
     """A scenario's pipeline: start its processes with ``run.worker(...)``; all stopped at the end."""
-    with pipeline(fault_env, tmp_path, fault_postgres.url, fault_redis.url, standin_client, catalogue) as running:
+    with pipeline(fault_env, tmp_path, fault_postgres.url, broker_url, standin_client, catalogue,
+                  rabbit=rabbit) as running:
         yield running

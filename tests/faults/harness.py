@@ -1,6 +1,7 @@
 """The fault harness: the real pipeline, a seeded event stream, and a closing reconciliation.
 
-A :class:`Run` is real processes on the run's own Redis and Postgres (:mod:`tests.faults.infra`):
+A :class:`Run` is real processes on the run's own Redis and Postgres (:mod:`tests.faults.infra`)
+— with a vhost of the machine's RabbitMQ as the broker when the scenario runs on RabbitMQ:
 an ingest worker, send workers, the dispatcher, all ``celery worker``/``declic`` processes
 speaking to the SES stand-in as SES (``AWS_ENDPOINT_URL_SESV2``). Events come from the
 benchmark's seeded workload through the producer SDK. A scenario injects its fault while the
@@ -33,9 +34,14 @@ from bench.workload import Workload, daytime_zone
 from declic.processes import ManagedProcess, WorkerProcess
 from declic.standin import StandInClient
 from events import Publisher, PublishError
+from events.outbox import PREFIX as OUTBOX
+from events.publisher import OUTBOX_QUEUES
 from flows import Catalogue
+from tests.faults.infra import RabbitVhost
 
 FINAL = ("sent", "skipped", "failed")
+# Brokers a scenario may run on: ``@pytest.mark.parametrize("broker_kind", BROKERS, indirect=True)``.
+BROKERS = ["redis", "rabbitmq"]
 # Event types of the workload that need nothing beyond SES (the invoice flow needs S3).
 _LEAVE_OUT = {"invoice_issued"}
 
@@ -45,6 +51,7 @@ class Result:
     """One scenario's figures, as the table at the end of the run shows them."""
 
     scenario: str
+    broker: str = "redis"
     events: int = 0
     emails: int = 0
     lost: int = 0
@@ -82,11 +89,13 @@ class Run:
     """One scenario's processes, publisher and bookkeeping; use :func:`pipeline`."""
 
     def __init__(self, env: Mapping[str, str], log_dir: Path, database_url: str, broker_url: str,
-                 standin: StandInClient, catalogue: Catalogue) -> None:
+                 standin: StandInClient, catalogue: Catalogue, rabbit: RabbitVhost | None = None) -> None:
         self.env = dict(env)
         self.log_dir = log_dir
         self.database_url = database_url
         self.broker_url = broker_url
+        self.rabbit = rabbit
+        self.broker = "rabbitmq" if rabbit is not None else "redis"
         self.standin = standin
         self.catalogue = catalogue
         self.processes: dict[str, ManagedProcess] = {}
@@ -139,8 +148,14 @@ class Run:
         if self._supervising is not None:
             self._supervising.join(5)
         self.publisher.close()
-        for process in self.processes.values():
-            process.stop(10)
+        # All at once: a worker in warm shutdown may wait out its grace period (on RabbitMQ, a
+        # thread holding a retry until its ETA), and the scenario's results are already taken.
+        stopping = [threading.Thread(target=process.stop, args=(10,), name=f"stop-{name}")
+                    for name, process in self.processes.items()]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join()
 
     # -- events -----------------------------------------------------------------------------
 
@@ -168,6 +183,11 @@ class Run:
 
     def unfinished(self) -> int:
         """Published events not yet ingested, plus their sends not yet final (-1: Postgres down)."""
+        progress = self._progress()
+        return -1 if progress is None else sum(progress)
+
+    def _progress(self) -> tuple[int, int] | None:
+        """(published events not yet ingested, their sends not yet final); None while Postgres is down."""
         try:
             with self.db() as conn:
                 row = conn.execute(
@@ -177,18 +197,46 @@ class Run:
                     {"ids": list(self.published)},
                 ).fetchone()
         except psycopg.OperationalError:
-            return -1
+            return None
         assert row is not None
-        return len(self.published) - int(row["ingested"]) + int(row["open"])
+        return len(self.published) - int(row["ingested"]), int(row["open"])
 
     def wait_final(self, timeout: float = 180.0) -> bool:
-        """Block until every published event is ingested and all its sends are final."""
+        """Block until every published event is ingested and all its sends are final.
+
+        Gives up before ``timeout`` only when waiting cannot change the outcome: events are
+        missing, every send is final, and for 5 s the Redis broker has held no message at
+        all — no queue, nothing unacknowledged, nothing in the outbox, so no restore to come. Those events are lost
+        (the reconciliation counts them); waiting out the timeout would only cost time.
+        """
         deadline = time.monotonic() + timeout
+        empty_since: float | None = None
         while time.monotonic() < deadline:
-            if self.unfinished() == 0:
+            progress = self._progress()
+            if progress == (0, 0):
                 return True
+            if progress is not None and progress[1] == 0 and self._broker_empty():
+                empty_since = empty_since or time.monotonic()
+                if time.monotonic() - empty_since >= 5.0:
+                    return False
+            else:
+                empty_since = None
             time.sleep(0.25)
         return False
+
+    def _broker_empty(self) -> bool:
+        """Whether the Redis broker holds no message: no non-empty list, empty ``unacked`` (never on RabbitMQ)."""
+        if self.rabbit is not None:
+            return False
+        import redis
+
+        try:
+            with redis.Redis.from_url(self.broker_url, socket_timeout=5) as client:
+                if client.hlen("unacked") or any(client.zcard(f"{OUTBOX}:{q}") for q in OUTBOX_QUEUES):
+                    return False
+                return not any(client.llen(key) for key in client.scan_iter(_type="list"))
+        except redis.RedisError:
+            return False
 
     def sending_now(self) -> list[str]:
         """Sends claimed at this moment (``sending``): what a worker killed now holds."""
@@ -216,6 +264,7 @@ class Run:
     def reconcile(self, result: Result) -> Result:
         """Fill ``result`` from Postgres and the stand-in: emails, lost, duplicated, and why."""
         ids = list(self.published)
+        result.broker = self.broker
         with self.db() as conn:
             ingested = {r["id"] for r in conn.execute("SELECT id FROM events WHERE id = ANY(%s)", (ids,))}
             sends = conn.execute(
@@ -273,7 +322,12 @@ class Run:
         return sum(int(json.loads(line).get("count", 0)) for line in lines if '"events_republished"' in line)
 
     def broker_state(self) -> dict[str, Any]:
-        """What kombu's Redis transport still holds unacknowledged, and its restore lock's TTL."""
+        """What the broker still holds: RabbitMQ's queues, or kombu's Redis unacked hash and restore lock."""
+        if self.rabbit is not None:
+            try:
+                return {"broker_queues": self.rabbit.queues()}
+            except (RuntimeError, OSError) as exc:
+                return {"broker_state": f"unreadable: {exc}"}
         import redis
 
         try:
@@ -286,9 +340,9 @@ class Run:
 
 @contextlib.contextmanager
 def pipeline(env: Mapping[str, str], log_dir: Path, database_url: str, broker_url: str, standin: StandInClient,
-             catalogue: Catalogue) -> Iterator[Run]:
+             catalogue: Catalogue, rabbit: RabbitVhost | None = None) -> Iterator[Run]:
     """A :class:`Run` whose processes are all stopped on exit, even when the scenario fails."""
-    run = Run(env, log_dir, database_url, broker_url, standin, catalogue)
+    run = Run(env, log_dir, database_url, broker_url, standin, catalogue, rabbit)
     try:
         yield run
     finally:

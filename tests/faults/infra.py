@@ -13,21 +13,34 @@ wheel, PostgreSQL from the pgserver wheel) with a fixed address and ``restart``:
   ``pg_ctl`` on the same unix socket directory.
 
 Never the machine's shared servers on 5432/6379: other sessions use them.
+
+RabbitMQ is the exception: the machine's server (``DECLIC_TEST_RABBITMQ_URL``, by default
+guest on 127.0.0.1:5672) is shared and never restarted. :class:`RabbitVhost` gives a scenario
+a vhost of its own there, made and deleted with ``rabbitmqctl``, and can cut that vhost's
+connections — a broker outage as every client sees it, with the server left alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import secrets
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import kombu
 import psycopg
 import redis
+
+RABBITMQ_URL = os.environ.get("DECLIC_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
 
 
 def free_port() -> int:
@@ -149,3 +162,69 @@ class RestartablePostgres:
             self.stop()
         with contextlib.suppress(Exception):
             self._server.cleanup()
+
+
+def rabbitmqctl(*args: str, timeout: float = 60) -> str:
+    """Run ``rabbitmqctl -q`` (as root, or a user allowed to); its output, or an error with its stderr."""
+    done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+class RabbitVhost:
+    """A vhost of one scenario's own on the shared RabbitMQ, with full permissions for its user."""
+
+    def __init__(self, server_url: str, name: str) -> None:
+        self.name = name
+        self.user = kombu.Connection(server_url).userid or "guest"
+        self.url = f"{server_url.rstrip('/')}/{name}"
+        self._deleting: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def create(cls, server_url: str) -> RabbitVhost:
+        """Make a fresh vhost; skip the test when there is no RabbitMQ to make it on (as tests/e2e does)."""
+        import pytest
+
+        try:
+            with kombu.Connection(server_url.rstrip("/") + "//", connect_timeout=3) as probe:
+                probe.ensure_connection(max_retries=1)
+        except Exception as exc:
+            pytest.skip(f"no RabbitMQ at {server_url} ({exc}); set DECLIC_TEST_RABBITMQ_URL to run these")
+        if shutil.which("rabbitmqctl") is None:
+            pytest.fail("rabbitmqctl is needed to create a test vhost (it ships with rabbitmq-server)")
+        vhost = cls(server_url, f"declic_faults_{secrets.token_hex(4)}")
+        # One rabbitmqctl call for the vhost and its permissions: each call starts an Erlang VM
+        # (seconds on a busy machine).
+        definitions = {"vhosts": [{"name": vhost.name}],
+                       "permissions": [{"user": vhost.user, "vhost": vhost.name,
+                                        "configure": ".*", "write": ".*", "read": ".*"}]}
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+            json.dump(definitions, f)
+            f.flush()
+            os.chmod(f.name, 0o644)  # rabbitmqctl may read it as the rabbitmq user
+            rabbitmqctl("import_definitions", f.name)
+        return vhost
+
+    def close_connections(self, reason: str) -> None:
+        """Close every client connection to this vhost (workers, dispatcher, publisher), as a broker outage does."""
+        rabbitmqctl("close_all_connections", "--vhost", self.name, "--limit", "1000", reason)
+
+    def queues(self) -> dict[str, dict[str, int]]:
+        """Per queue: messages ready and unacknowledged."""
+        rows = json.loads(rabbitmqctl("list_queues", "-p", self.name, "name", "messages_ready",
+                                      "messages_unacknowledged", "--formatter", "json") or "[]")
+        return {r["name"]: {"ready": int(r["messages_ready"]), "unacked": int(r["messages_unacknowledged"])}
+                for r in rows}
+
+    def delete(self) -> None:
+        """Start deleting the vhost (its queues with it) without waiting; :meth:`wait_deleted` waits."""
+        self._deleting = subprocess.Popen(["rabbitmqctl", "-q", "delete_vhost", self.name],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def wait_deleted(self, timeout: float = 60) -> None:
+        if self._deleting is None:
+            return
+        _, stderr = self._deleting.communicate(timeout=timeout)
+        if self._deleting.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl delete_vhost {self.name} failed: {stderr.decode().strip()}")

@@ -11,17 +11,17 @@ from tests.faults.harness import Result
 
 
 class Results:
-    """Collects each scenario's :class:`Result`; a scenario run again replaces its row."""
+    """Collects each scenario's :class:`Result`, one row per scenario and broker; one run again replaces its row."""
 
     def __init__(self) -> None:
-        self.rows: dict[str, Result] = {}
+        self.rows: dict[tuple[str, str], Result] = {}
 
     def add(self, result: Result) -> None:
-        self.rows[result.scenario] = result
+        self.rows[(result.scenario, result.broker)] = result
 
     def table(self) -> str:
-        header = ["scenario", "events", "emails", "lost", "duplicated", "recover (s)", "time (s)"]
-        lines = [[r.scenario, str(r.events), str(r.emails), str(r.lost), str(r.duplicated),
+        header = ["scenario", "broker", "events", "emails", "lost", "duplicated", "recover (s)", "time (s)"]
+        lines = [[r.scenario, r.broker, str(r.events), str(r.emails), str(r.lost), str(r.duplicated),
                   "-" if r.recover_s is None else f"{r.recover_s:.1f}", f"{r.elapsed_s:.1f}"]
                  for r in self.rows.values()]
         widths = [max(len(x) for x in column) for column in zip(header, *lines, strict=True)]
@@ -30,7 +30,7 @@ class Results:
         out += [fmt.format(*line) for line in lines]
         for r in self.rows.values():
             if r.notes:
-                out.append(f"  {r.scenario}: " + ", ".join(f"{k}={v}" for k, v in r.notes.items()))
+                out.append(f"  {r.scenario} ({r.broker}): " + ", ".join(f"{k}={v}" for k, v in r.notes.items()))
         return "\n".join(out)
 
     def write(self, path: Path) -> None:
