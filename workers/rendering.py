@@ -138,13 +138,31 @@ def one_line(text: str) -> str:
     return _WHITESPACE.sub(" ", text).strip()
 
 
+# No plain dict has these attributes: a name outside them can only be a key.
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Sandbox(SandboxedEnvironment):
+    """The sandbox, reading ``contact.first_name`` from a plain dict without a failed getattr first.
+
+    Jinja2 tries the attribute, then the key; on a dict, for any name dict itself lacks, the
+    attribute always fails, so the key is what it returns — looked up here directly, which
+    spares an AttributeError on most lookups of a render. Everything else is the sandbox's.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
 class Renderer:
     """Compiles templates once per process and renders emails from plain values."""
 
     def __init__(self, templates_dir: Path, brand: Mapping[str, str]) -> None:
         self.templates_dir = templates_dir
         self.brand = dict(brand)
-        self.env = SandboxedEnvironment(
+        self.env = _Sandbox(
             loader=FileSystemLoader(str(templates_dir)),
             autoescape=select_autoescape(enabled_extensions=("html",), default=False),
             undefined=StrictUndefined,
