@@ -92,12 +92,25 @@ def _as_decimal(value: Any) -> Decimal:
 
 @pass_context
 def _money(ctx: Context, value: Any, currency: str) -> str:
-    return format_currency(_as_decimal(value), currency, locale=_babel_locale(ctx))
+    return _format_money(str(_as_decimal(value)), currency, str(ctx.get("locale") or "en"))
 
 
 @pass_context
 def _number(ctx: Context, value: Any) -> str:
-    return format_decimal(_as_decimal(value), locale=_babel_locale(ctx))
+    return _format_number(str(_as_decimal(value)), str(ctx.get("locale") or "en"))
+
+
+# Babel formats an amount in tens of microseconds (it looks up the currency's plural names
+# even when the pattern does not use them), several times per email; prices, shipping fees
+# and small totals repeat across emails, so the formatted text is kept per amount and locale.
+@lru_cache(maxsize=8192)
+def _format_money(amount: str, currency: str, locale: str) -> str:
+    return format_currency(Decimal(amount), currency, locale=_parse_locale(locale))
+
+
+@lru_cache(maxsize=4096)
+def _format_number(amount: str, locale: str) -> str:
+    return format_decimal(Decimal(amount), locale=_parse_locale(locale))
 
 
 def _line_total(item: Mapping[str, Any]) -> Decimal:
