@@ -92,12 +92,25 @@ def _as_decimal(value: Any) -> Decimal:
 
 @pass_context
 def _money(ctx: Context, value: Any, currency: str) -> str:
-    return format_currency(_as_decimal(value), currency, locale=_babel_locale(ctx))
+    return _format_money(str(_as_decimal(value)), currency, str(ctx.get("locale") or "en"))
 
 
 @pass_context
 def _number(ctx: Context, value: Any) -> str:
-    return format_decimal(_as_decimal(value), locale=_babel_locale(ctx))
+    return _format_number(str(_as_decimal(value)), str(ctx.get("locale") or "en"))
+
+
+# Babel formats an amount in tens of microseconds (it looks up the currency's plural names
+# even when the pattern does not use them), several times per email; prices, shipping fees
+# and small totals repeat across emails, so the formatted text is kept per amount and locale.
+@lru_cache(maxsize=8192)
+def _format_money(amount: str, currency: str, locale: str) -> str:
+    return format_currency(Decimal(amount), currency, locale=_parse_locale(locale))
+
+
+@lru_cache(maxsize=4096)
+def _format_number(amount: str, locale: str) -> str:
+    return format_decimal(Decimal(amount), locale=_parse_locale(locale))
 
 
 def _line_total(item: Mapping[str, Any]) -> Decimal:
@@ -138,13 +151,31 @@ def one_line(text: str) -> str:
     return _WHITESPACE.sub(" ", text).strip()
 
 
+# No plain dict has these attributes: a name outside them can only be a key.
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Sandbox(SandboxedEnvironment):
+    """The sandbox, reading ``contact.first_name`` from a plain dict without a failed getattr first.
+
+    Jinja2 tries the attribute, then the key; on a dict, for any name dict itself lacks, the
+    attribute always fails, so the key is what it returns — looked up here directly, which
+    spares an AttributeError on most lookups of a render. Everything else is the sandbox's.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
 class Renderer:
     """Compiles templates once per process and renders emails from plain values."""
 
     def __init__(self, templates_dir: Path, brand: Mapping[str, str]) -> None:
         self.templates_dir = templates_dir
         self.brand = dict(brand)
-        self.env = SandboxedEnvironment(
+        self.env = _Sandbox(
             loader=FileSystemLoader(str(templates_dir)),
             autoescape=select_autoescape(enabled_extensions=("html",), default=False),
             undefined=StrictUndefined,

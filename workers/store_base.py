@@ -6,12 +6,14 @@ letters — into mixins over this base; :class:`workers.store.Store` puts them t
 
 from __future__ import annotations
 
+import select
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Self
 
+import psycopg
 from psycopg import Connection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -38,6 +40,22 @@ class IngestResult:
     cancelled: int = 0
 
 
+def check_idle_connection(conn: Connection[Row]) -> None:
+    """The pool's check, asking Postgres only when the idle connection's socket has news.
+
+    A server that restarts or ends a session sends its FATAL notice and closes the socket, which
+    makes the socket readable; a healthy idle connection has nothing to read. So the round trip
+    of ConnectionPool.check_connection is paid only then, not on every checkout. A connection
+    that dies unnoticed still fails its statement, which the task retries.
+    """
+    if conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    if poller.poll(0):
+        ConnectionPool.check_connection(conn)
+
+
 class StoreBase:
     """One instance (one connection pool) per process; every method is one short transaction."""
 
@@ -51,9 +69,11 @@ class StoreBase:
             database_url,
             min_size=1,
             max_size=max_size,
-            kwargs={"row_factory": dict_row},
+            # Autocommit: a one-statement write is one round trip (see _statement); several
+            # statements still share one transaction (_tx).
+            kwargs={"row_factory": dict_row, "autocommit": True},
             # A connection broken by a Postgres restart is replaced, not handed out.
-            check=ConnectionPool.check_connection,
+            check=check_idle_connection,
             timeout=30,
             open=True,
         )
@@ -65,6 +85,12 @@ class StoreBase:
     @contextmanager
     def _tx(self) -> Iterator[Connection[Row]]:
         with self.pool.connection() as conn, conn.transaction():
+            yield conn
+
+    @contextmanager
+    def _statement(self) -> Iterator[Connection[Row]]:
+        """For exactly one statement, atomic on its own: no BEGIN and COMMIT round trips."""
+        with self.pool.connection() as conn:
             yield conn
 
     def _insert_sends(

@@ -32,12 +32,12 @@ SELECT s.*, coalesce(e.payload, s.payload) AS event, e.received_at,
 class LedgerStore(StoreBase):
     def claim(self, send_id: str) -> Row | None:
         """Take a send for delivery, with everything needed to render it; None if not ours."""
-        with self._tx() as conn:
+        with self._statement() as conn:
             return conn.execute(_CLAIM, {"id": send_id, "lease": self.lease_s}).fetchone()
 
     def lease_left(self, send_id: str) -> float | None:
         """Seconds until a claim held by another worker may be taken over; None if not claimed."""
-        with self._tx() as conn:
+        with self._statement() as conn:
             row = conn.execute(
                 "SELECT greatest(0, extract(epoch FROM claimed_at + make_interval(secs => %s) - now()))"
                 " AS left_s FROM sends WHERE id = %s AND state = 'sending'",
@@ -46,7 +46,7 @@ class LedgerStore(StoreBase):
         return None if row is None else float(row["left_s"])
 
     def mark_sent(self, send_id: str, ses_message_id: str, subject: str, locale: str) -> None:
-        with self._tx() as conn:
+        with self._statement() as conn:
             conn.execute(
                 "UPDATE sends SET state = 'sent', ses_message_id = %s, subject = %s, locale = %s,"
                 " sent_at = now(), reason = NULL, ambiguous_at = NULL, updated_at = now()"
@@ -55,7 +55,7 @@ class LedgerStore(StoreBase):
             )
 
     def mark_skipped(self, send_id: str, reason: str) -> None:
-        with self._tx() as conn:
+        with self._statement() as conn:
             conn.execute(
                 "UPDATE sends SET state = 'skipped', reason = %s, updated_at = now() WHERE id = %s",
                 (reason, send_id),
@@ -63,7 +63,7 @@ class LedgerStore(StoreBase):
 
     def mark_retry(self, send_id: str, reason: str, *, ambiguous: bool = False) -> None:
         """Back to ``retry``; ``ambiguous``: SES may have accepted it (look before sending again)."""
-        with self._tx() as conn:
+        with self._statement() as conn:
             conn.execute(
                 "UPDATE sends SET state = 'retry', reason = %s, updated_at = now(),"
                 " ambiguous_at = CASE WHEN %s THEN coalesce(ambiguous_at, now()) ELSE ambiguous_at END"
@@ -73,7 +73,7 @@ class LedgerStore(StoreBase):
 
     def ses_accepted(self, send_id: str) -> str | None:
         """The SES message id of this send's Send notification, if SES published one."""
-        with self._tx() as conn:
+        with self._statement() as conn:
             row = conn.execute(
                 "SELECT ses_message_id FROM reporting.email_events"
                 " WHERE send_id = %s AND event_type = 'send' ORDER BY occurred_at LIMIT 1",
@@ -92,7 +92,7 @@ class LedgerStore(StoreBase):
 
     def defer(self, send_id: str, until: datetime, reason: str) -> None:
         """Hand a claimed send back to the schedule (quiet hours): the dispatcher sends it then."""
-        with self._tx() as conn:
+        with self._statement() as conn:
             conn.execute(
                 "UPDATE sends SET state = 'scheduled', due_at = %s, reason = %s, attempts = attempts - 1,"
                 " updated_at = now() WHERE id = %s AND state = 'sending'",
