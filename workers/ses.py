@@ -6,7 +6,7 @@ task's decision). The client resolves the endpoint (``AWS_ENDPOINT_URL_SESV2``, 
 the credentials, TLS and proxies exactly as boto3 does; ``SendEmail`` itself skips boto3's
 per-call machinery (parameter validation, event hooks, serializer, response parser — about
 two thirds of a send's CPU): the JSON body is encoded by :func:`encode_send_email` (orjson),
-signed by :mod:`workers.sigv4` and posted on the client's pooled HTTP session. Every error, the
+signed with botocore's own SigV4 signer and posted on the client's pooled HTTP session. Every error, the
 botocore ones and SES's answers alike, is translated in :func:`translate` — nothing above this
 module sees a provider type.
 
@@ -22,11 +22,11 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import boto3
 import orjson
-from botocore.awsrequest import AWSPreparedRequest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -41,13 +41,11 @@ from botocore.exceptions import (
 
 from workers.errors import (
     AmbiguousSendError,
-    ConfigurationError,
     PermanentSendError,
     SendError,
     ThrottledError,
     TransientSendError,
 )
-from workers.sigv4 import sign_json_post
 
 SEND_EMAIL_PATH = "/v2/email/outbound-emails"
 
@@ -158,8 +156,6 @@ class SesSender:
                     session = boto3.session.Session()
                     client: Any = session.client("sesv2", config=self._config)
                     meta = client.meta
-                    if urlsplit(meta.endpoint_url).query:
-                        raise ConfigurationError(f"the SES endpoint URL has a query string: {meta.endpoint_url}")
                     self._client = client
                     self._route = _Route(
                         url=meta.endpoint_url.rstrip("/") + SEND_EMAIL_PATH,
@@ -176,13 +172,11 @@ class SesSender:
             route = self._resolve()[1]
             if route.credentials is None:
                 raise NoCredentialsError()
-            body = encode_send_email(request)
+            signed = AWSRequest("POST", route.url, data=encode_send_email(request),
+                                headers={"Content-Type": "application/json"})
             # Frozen per call: refreshable credentials (an instance role) renew themselves here.
-            keys = route.credentials.get_frozen_credentials()
-            headers: Any = sign_json_post(route.url, body, access_key=keys.access_key, secret_key=keys.secret_key,
-                                     token=keys.token, region=route.region, service=route.signing_name)
-            # A plain dict of headers: botocore's session hands them to urllib3 as they are.
-            response = route.http.send(AWSPreparedRequest("POST", route.url, headers, body, stream_output=False))
+            SigV4Auth(route.credentials.get_frozen_credentials(), route.signing_name, route.region).add_auth(signed)
+            response = route.http.send(signed.prepare())
         except BotoCoreError as exc:
             raise translate(exc) from exc
         if response.status_code != 200:
