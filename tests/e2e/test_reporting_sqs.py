@@ -101,7 +101,7 @@ def test_the_demo_act_ends_with_a_trend_table_and_a_report(services: Services, d
     from reporting.demo import play_engagement
 
     send_emails(services, 5, flow="welcome")
-    report = play_engagement(services, tmp_path, history_days=10, per_day=10)
+    report = play_engagement(services, tmp_path, history_days=4, per_day=5)
     assert report.stored > 0 and report.table.row_count >= 1
     assert report.html.read_text().count("<svg") >= 1
     attributes = services.moto.client("sqs").get_queue_attributes(

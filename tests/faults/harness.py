@@ -150,7 +150,7 @@ class Run:
         self.publisher.close()
         # All at once: a worker in warm shutdown may wait out its grace period (on RabbitMQ, a
         # thread holding a retry until its ETA), and the scenario's results are already taken.
-        stopping = [threading.Thread(target=process.stop, args=(10,), name=f"stop-{name}")
+        stopping = [threading.Thread(target=process.stop, args=(3,), name=f"stop-{name}")
                     for name, process in self.processes.items()]
         for thread in stopping:
             thread.start()

@@ -34,7 +34,7 @@ def test_four_workers_share_the_account_rate(
     run.publish(seeded_events(catalogue, 16, "rate-warm"))
     run.wait_final(60)
     measured_from = int(time.time()) + 1
-    run.publish(seeded_events(catalogue, 400, "rate"))
+    run.publish(seeded_events(catalogue, 250, "rate"))
     result = settle(run, Result(f"4 workers, shared rate {RATE}/s"), timeout=90)
     stats = standin_client.stats()
     per_second = {int(k): v for k, v in stats["per_second"].items() if int(k) >= measured_from}

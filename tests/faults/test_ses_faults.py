@@ -30,7 +30,7 @@ def test_ses_throttling_and_server_errors(run: Run, catalogue: Catalogue, standi
     """With 20% of calls throttled and 5% failing with a 5xx, every email still goes out exactly once."""
     standin_client.configure(throttle=0.20, error_5xx=0.05)
     _start(run)
-    run.publish(seeded_events(catalogue, 400 if broker_kind == "redis" else 250, "throttle"))
+    run.publish(seeded_events(catalogue, 250 if broker_kind == "redis" else 150, "throttle"))
     result = settle(run, Result("SES 20% throttled, 5% 5xx"), timeout=90)
     stats = standin_client.stats()
     result.notes.update(throttled=stats["throttled"], errors_5xx=stats["errors_5xx"], requests=stats["requests"])
@@ -45,7 +45,7 @@ def test_ses_timeout_after_accepting(run: Run, catalogue: Catalogue, standin_cli
     """When SES accepts a message but the answer never comes, the send is resolved without a second message."""
     standin_client.configure(accept_hang=0.03, timeout=0.02)
     _start(run)
-    run.publish(seeded_events(catalogue, 300 if broker_kind == "redis" else 250, "hang"))
+    run.publish(seeded_events(catalogue, 200 if broker_kind == "redis" else 150, "hang"))
     result = settle(run, Result("SES timeout after accepting (3%)"), timeout=90)
     stats = standin_client.stats()
     result.notes.update(accepted_then_hung=stats["hung"], timeouts_not_accepted=stats["timeouts"])
