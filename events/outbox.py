@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis
 
 PREFIX = "declic:outbox"
@@ -35,6 +36,19 @@ _RECORD = """
 local now = redis.call('TIME')
 local added = redis.call('ZADD', KEYS[1], 'NX', now[1] + now[2] / 1e6, ARGV[1])
 if added == 1 then redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) end
+return added
+"""
+
+# KEYS: the queue's set, the bodies. ARGV: pairs of event id and body. Returns 1/0 per pair.
+_RECORD_MANY = """
+local now = redis.call('TIME')
+local at = now[1] + now[2] / 1e6
+local added = {}
+for i = 1, #ARGV, 2 do
+  local new = redis.call('ZADD', KEYS[1], 'NX', at, ARGV[i])
+  if new == 1 then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+  added[#added + 1] = new
+end
 return added
 """
 
@@ -69,6 +83,7 @@ class Outbox:
         self.client = client
         self.queues = tuple(queues)
         self._record = client.register_script(_RECORD)
+        self._record_many = client.register_script(_RECORD_MANY)
         self._done = client.register_script(_DONE)
         self._bodies = f"{PREFIX}:bodies"
         self._marks = f"{PREFIX}:watermarks"
@@ -85,16 +100,15 @@ class Outbox:
 
     def record(self, event_id: str, queue: str, envelope: dict[str, Any]) -> bool:
         """Remember an envelope about to be published; False if it already was (a retry)."""
-        body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
-        return bool(self._record(keys=[self._set(queue), self._bodies], args=[event_id, body]))
+        return bool(self._record(keys=[self._set(queue), self._bodies], args=[event_id, orjson.dumps(envelope)]))
 
-    def record_many(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> list[bool]:
-        """:meth:`record` for many (event id, queue, envelope) in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        for event_id, queue, envelope in items:
-            body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
-            self._record(keys=[self._set(queue), self._bodies], args=[event_id, body], client=pipe)
-        return [bool(added) for added in pipe.execute()]
+    def record_many(self, queue: str, items: Sequence[tuple[str, dict[str, Any]]]) -> list[bool]:
+        """:meth:`record` for many (event id, envelope) of one queue, in one call."""
+        args: list[str | bytes] = []
+        for event_id, envelope in items:
+            args += [event_id, orjson.dumps(envelope)]
+        added = self._record_many(keys=[self._set(queue), self._bodies], args=args)
+        return [bool(flag) for flag in added]
 
     def forget(self, event_id: str, queue: str) -> None:
         """Drop an envelope whose publication failed: it was not accepted."""

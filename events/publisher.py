@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
+import orjson
 from kombu import Connection, Exchange, Queue
 
 from events.envelope import Event, parse_event
@@ -144,9 +144,9 @@ class Publisher:
     def _publish_chunk(self, queue: Queue, chunk: list[dict[str, Any]],
                        created: list[tuple[str, str, dict[str, Any]]]) -> None:
         if self.outbox is not None:
-            items = [(str(e["id"]), queue.name, e) for e in chunk]
-            fresh = self.outbox.record_many(items)
-            created.extend(item for item, new in zip(items, fresh, strict=True) if new)
+            items = [(str(e["id"]), e) for e in chunk]
+            fresh = self.outbox.record_many(queue.name, items)
+            created.extend((event_id, queue.name, e) for (event_id, e), new in zip(items, fresh, strict=True) if new)
         if len(chunk) == 1:
             self._send(chunk[0], queue)
         else:
@@ -175,11 +175,11 @@ class Publisher:
 
     def _send(self, event_json: dict[str, Any], queue: Queue) -> None:
         body, headers, task_id = celery_message(INGEST_TASK, [event_json])
-        self._publish(json.dumps(body, separators=(",", ":")), headers, task_id, queue)
+        self._publish(orjson.dumps(body).decode(), headers, task_id, queue)
 
     def _send_batch(self, envelopes: list[dict[str, Any]], queue: Queue) -> None:
         body, headers, task_id = celery_message(INGEST_BATCH_TASK, [envelopes])
-        self._publish(json.dumps(body, separators=(",", ":")), headers, task_id, queue)
+        self._publish(orjson.dumps(body).decode(), headers, task_id, queue)
 
     def _with_retries(self, attempt_once: Callable[[], None]) -> None:
         # kombu retries only what it classes as connection errors; a connection broken in
