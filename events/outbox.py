@@ -24,8 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import redis
+
+from events.encoding import json_bytes
 
 PREFIX = "declic:outbox"
 _PRIORITY_SEP = "\x06\x16"
@@ -100,13 +101,13 @@ class Outbox:
 
     def record(self, event_id: str, queue: str, envelope: dict[str, Any]) -> bool:
         """Remember an envelope about to be published; False if it already was (a retry)."""
-        return bool(self._record(keys=[self._set(queue), self._bodies], args=[event_id, orjson.dumps(envelope)]))
+        return bool(self._record(keys=[self._set(queue), self._bodies], args=[event_id, json_bytes(envelope)]))
 
     def record_many(self, queue: str, items: Sequence[tuple[str, dict[str, Any]]]) -> list[bool]:
         """:meth:`record` for many (event id, envelope) of one queue, in one call."""
         args: list[str | bytes] = []
         for event_id, envelope in items:
-            args += [event_id, orjson.dumps(envelope)]
+            args += [event_id, json_bytes(envelope)]
         added = self._record_many(keys=[self._set(queue), self._bodies], args=args)
         return [bool(flag) for flag in added]
 

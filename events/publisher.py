@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
-import orjson
 from kombu import Connection, Exchange, Queue
 
+from events.encoding import json_bytes
 from events.envelope import Event, parse_event
 from events.outbox import Outbox, Overdue
 
@@ -175,11 +175,11 @@ class Publisher:
 
     def _send(self, event_json: dict[str, Any], queue: Queue) -> None:
         body, headers, task_id = celery_message(INGEST_TASK, [event_json])
-        self._publish(orjson.dumps(body).decode(), headers, task_id, queue)
+        self._publish(json_bytes(body).decode(), headers, task_id, queue)
 
     def _send_batch(self, envelopes: list[dict[str, Any]], queue: Queue) -> None:
         body, headers, task_id = celery_message(INGEST_BATCH_TASK, [envelopes])
-        self._publish(orjson.dumps(body).decode(), headers, task_id, queue)
+        self._publish(json_bytes(body).decode(), headers, task_id, queue)
 
     def _with_retries(self, attempt_once: Callable[[], None]) -> None:
         # kombu retries only what it classes as connection errors; a connection broken in

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import boto3
-import orjson
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
@@ -39,6 +38,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from events.encoding import json_bytes
 from workers.errors import (
     AmbiguousSendError,
     PermanentSendError,
@@ -101,7 +101,7 @@ def encode_send_email(request: Mapping[str, Any]) -> bytes:
     raw = body.get("Content", {}).get("Raw")
     if raw is not None and isinstance(raw.get("Data"), bytes | bytearray):
         body["Content"] = {**body["Content"], "Raw": {**raw, "Data": base64.b64encode(raw["Data"]).decode()}}
-    return orjson.dumps(body)  # a twentieth of json.dumps's time on a 20 kB HTML part
+    return json_bytes(body)  # orjson: a twentieth of json.dumps's time on a 20 kB HTML part
 
 
 def answer_error(status: int, headers: Mapping[str, str], body: bytes) -> ClientError:

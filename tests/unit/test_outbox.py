@@ -151,3 +151,18 @@ def test_publish_many_travels_in_chunks_and_stops_at_the_first_refusal(
         assert bodies.hget("declic:outbox:bodies", f"{tag}-29") is not None  # taken: watched until ingested
         for e in envelopes[:31]:
             publisher.outbox.done(e["id"])
+
+
+def test_integers_beyond_64_bits_are_published_not_refused(services: Services) -> None:
+    """JSON allows them and producers send them; orjson refuses them, so they take the slow path."""
+    from events.encoding import json_bytes
+
+    big = 2**70
+    assert json.loads(json_bytes({"n": big})) == {"n": big}
+    event = {**envelope(f"ev-{uuid.uuid4()}"), "data": {"order_ref": big}}
+    with Publisher(services.broker_url, retries=0) as publisher:
+        assert publisher.outbox is not None
+        taken, error = publisher.publish_many([event, {**event, "id": f"ev-{uuid.uuid4()}"}])
+        assert (taken, error) == (2, None)
+        publisher.publish(event)  # one at a time too
+        publisher.outbox.done(event["id"])
