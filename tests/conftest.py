@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -61,6 +62,25 @@ def db(pool: Pool, store: Store) -> Pool:
     with pool.connection() as conn:
         conn.execute(RESET_REPORTING)
     return pool
+
+
+@pytest.fixture
+def own_broker(services: Services) -> Iterator[str]:
+    """The run's Redis, on a database of its own that no worker of the run listens to."""
+    import redis
+
+    parts = urlsplit(services.redis_url)
+    used = int(parts.path.strip("/") or 0)
+    for db in range(15, 0, -1):
+        url = urlunsplit(parts._replace(path=f"/{db}"))
+        with redis.Redis.from_url(url) as client:
+            if db != used and client.dbsize() == 0:
+                break
+    else:
+        pytest.fail("no empty Redis database for the test's broker")
+    yield url
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,7 @@ worker and the dispatcher start, and both events must end as sent emails.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -24,23 +22,6 @@ from workers.app import QUEUES
 from workers.store import Store
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def own_broker(services: Services) -> Iterator[str]:
-    """The run's Redis, on a database of its own that no other worker listens to."""
-    parts = urlsplit(services.redis_url)
-    used = int(parts.path.strip("/") or 0)
-    for db in range(15, 0, -1):
-        url = urlunsplit(parts._replace(path=f"/{db}"))
-        with redis.Redis.from_url(url) as client:
-            if db != used and client.dbsize() == 0:
-                break
-    else:
-        pytest.fail("no empty Redis database for the test's broker")
-    yield url
-    with redis.Redis.from_url(url) as client:
-        client.flushdb()
 
 
 def test_an_event_whose_message_was_lost_is_published_again_and_sent(

@@ -73,8 +73,8 @@ def test_behind_a_backlog_only_once_newer_events_went_through(outbox: Outbox) ->
     assert [o.event_id for o in outbox.overdue(grace_s=0.01)] == ["ev-old"]
 
 
-def test_a_publication_that_failed_is_forgotten(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
-    with Publisher(services.broker_url, retries=0) as publisher:
+def test_a_publication_that_failed_is_forgotten(own_broker: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Publisher(own_broker, retries=0) as publisher:
         assert publisher.outbox is not None
 
         def refuse(*_: Any) -> None:
@@ -87,14 +87,14 @@ def test_a_publication_that_failed_is_forgotten(services: Services, monkeypatch:
         assert publisher.outbox.client.hget("declic:outbox:bodies", event_id) is None
 
 
-def test_the_sdk_records_before_publishing_on_redis_only(services: Services) -> None:
+def test_the_sdk_records_before_publishing_on_redis_only(own_broker: str) -> None:
     event_id = f"ev-{uuid.uuid4()}"
-    with Publisher(services.broker_url) as publisher:
+    with Publisher(own_broker) as publisher:
         assert publisher.outbox is not None
-        # The run's worker may ingest it at once; the body is there until then, or the watermark moved.
-        publisher.publish(envelope(event_id))
+        publisher.publish(envelope(event_id))  # on a broker no worker listens to
         body = publisher.outbox.client.hget("declic:outbox:bodies", event_id)
-        assert body is None or json.loads(body)["id"] == event_id
+        assert body is not None and json.loads(body)["id"] == event_id
+        assert publisher.outbox.client.zscore("declic:outbox:events", event_id) is not None
     assert Publisher("amqp://guest:guest@127.0.0.1:5672//", outbox=None).outbox is None
 
 
@@ -120,7 +120,7 @@ def test_the_sweep_republishes_the_lost_and_forgets_the_ingested(outbox: Outbox,
 
 
 def test_publish_many_travels_in_chunks_and_stops_at_the_first_refusal(
-    services: Services, monkeypatch: pytest.MonkeyPatch
+    own_broker: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from events import publisher as module
 
@@ -128,7 +128,7 @@ def test_publish_many_travels_in_chunks_and_stops_at_the_first_refusal(
     reset = {**envelope(f"{tag}-r"), "type": "password_reset"}
     envelopes = [envelope(f"{tag}-{i}") for i in range(30)] + [reset] + [envelope(f"{tag}-x{i}") for i in range(3)]
     sent: list[list[str]] = []
-    with Publisher(services.broker_url, retries=0) as publisher:
+    with Publisher(own_broker, retries=0) as publisher:
         assert publisher.outbox is not None
 
         def send(one: dict[str, Any], _queue: Any) -> None:
@@ -153,14 +153,14 @@ def test_publish_many_travels_in_chunks_and_stops_at_the_first_refusal(
             publisher.outbox.done(e["id"])
 
 
-def test_integers_beyond_64_bits_are_published_not_refused(services: Services) -> None:
+def test_integers_beyond_64_bits_are_published_not_refused(own_broker: str) -> None:
     """JSON allows them and producers send them; orjson refuses them, so they take the slow path."""
     from events.encoding import json_bytes
 
     big = 2**70
     assert json.loads(json_bytes({"n": big})) == {"n": big}
     event = {**envelope(f"ev-{uuid.uuid4()}"), "data": {"order_ref": big}}
-    with Publisher(services.broker_url, retries=0) as publisher:
+    with Publisher(own_broker, retries=0) as publisher:
         assert publisher.outbox is not None
         taken, error = publisher.publish_many([event, {**event, "id": f"ev-{uuid.uuid4()}"}])
         assert (taken, error) == (2, None)
