@@ -22,14 +22,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from events.outbox import PREFIX as OUTBOX_PREFIX
+from events.outbox import Outbox, broker_lists
 from events.publisher import OUTBOX_QUEUES
 
 log = structlog.get_logger(__name__)
 
 QUEUES = ("events.critical", "events", "send.critical", "send.transactional", "send.bulk")
-# kombu's Redis transport keeps each priority level in its own list: "<queue>\x06\x16<n>".
-_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 SEND_LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 
 
@@ -73,10 +71,10 @@ def queue_depths(client: redis.Redis) -> dict[str, int]:
     """Messages waiting per queue in the Redis broker (every priority level summed)."""
     pipe = client.pipeline(transaction=False)
     for queue in QUEUES:
-        for suffix in _PRIORITY_SUFFIXES:
-            pipe.llen(queue + suffix)
+        for key in broker_lists(queue):
+            pipe.llen(key)
     counts = [int(n) for n in pipe.execute()]
-    step = len(_PRIORITY_SUFFIXES)
+    step = len(broker_lists(""))
     return {q: sum(counts[i * step:(i + 1) * step]) for i, q in enumerate(QUEUES)}
 
 
@@ -117,8 +115,8 @@ class PipelineCollector(Collector):
                 outbox = GaugeMetricFamily(
                     "declic_outbox_pending", "Events accepted and not yet ingested (the outbox).", labels=["queue"]
                 )
-                for queue in OUTBOX_QUEUES:
-                    outbox.add_metric([queue], int(self._broker.zcard(f"{OUTBOX_PREFIX}:{queue}")))
+                for queue, count in Outbox(self._broker, OUTBOX_QUEUES).pending_by_queue().items():
+                    outbox.add_metric([queue], count)
                 metrics.append(outbox)
             except redis.RedisError as exc:
                 log.warning("metrics_read_failed", source="broker", reason=str(exc))

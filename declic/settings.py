@@ -117,7 +117,9 @@ class Settings(BaseSettings):
     @property
     def uses_outbox(self) -> bool:
         """Accepted events are kept in an outbox until ingested: with a Redis broker only."""
-        return self.broker_url.startswith(("redis://", "rediss://"))
+        from events.outbox import applies_to
+
+        return applies_to(self.broker_url)
 
     @property
     def effective_redis_url(self) -> str:

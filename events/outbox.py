@@ -29,16 +29,17 @@ import redis
 from events.encoding import json_bytes
 
 PREFIX = "declic:outbox"
-_PRIORITY_SEP = "\x06\x16"
-_PRIORITY_STEPS = (3, 6, 9)  # kombu's Redis transport keeps one list per priority step
+_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
-# KEYS: the queue's set, the bodies. ARGV: event id, body. Returns 1 when newly recorded.
-_RECORD = """
-local now = redis.call('TIME')
-local added = redis.call('ZADD', KEYS[1], 'NX', now[1] + now[2] / 1e6, ARGV[1])
-if added == 1 then redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) end
-return added
-"""
+
+def applies_to(broker_url: str) -> bool:
+    """Whether a broker needs the outbox: Redis does, RabbitMQ keeps a message until acknowledged."""
+    return broker_url.startswith(("redis://", "rediss://"))
+
+
+def broker_lists(queue: str) -> tuple[str, ...]:
+    """The Redis lists kombu keeps a queue's messages in, one per priority level."""
+    return tuple(queue + suffix for suffix in _PRIORITY_SUFFIXES)
 
 # KEYS: the queue's set, the bodies. ARGV: pairs of event id and body. Returns 1/0 per pair.
 _RECORD_MANY = """
@@ -83,7 +84,6 @@ class Outbox:
         """``client`` decodes responses (``decode_responses=True``)."""
         self.client = client
         self.queues = tuple(queues)
-        self._record = client.register_script(_RECORD)
         self._record_many = client.register_script(_RECORD_MANY)
         self._done = client.register_script(_DONE)
         self._bodies = f"{PREFIX}:bodies"
@@ -101,7 +101,7 @@ class Outbox:
 
     def record(self, event_id: str, queue: str, envelope: dict[str, Any]) -> bool:
         """Remember an envelope about to be published; False if it already was (a retry)."""
-        return bool(self._record(keys=[self._set(queue), self._bodies], args=[event_id, json_bytes(envelope)]))
+        return self.record_many(queue, [(event_id, envelope)])[0]
 
     def record_many(self, queue: str, items: Sequence[tuple[str, dict[str, Any]]]) -> list[bool]:
         """:meth:`record` for many (event id, envelope) of one queue, in one call."""
@@ -130,13 +130,20 @@ class Outbox:
 
     def queue_length(self, queue: str) -> int:
         pipe = self.client.pipeline()
-        for key in (queue, *(f"{queue}{_PRIORITY_SEP}{step}" for step in _PRIORITY_STEPS)):
+        for key in broker_lists(queue):
             pipe.llen(key)
         return sum(int(n) for n in pipe.execute())
 
+    def pending_by_queue(self) -> dict[str, int]:
+        """Envelopes accepted and not yet ingested, per queue."""
+        pipe = self.client.pipeline()
+        for queue in self.queues:
+            pipe.zcard(self._set(queue))
+        return {queue: int(n) for queue, n in zip(self.queues, pipe.execute(), strict=True)}
+
     def pending(self) -> int:
         """Envelopes accepted and not yet ingested, over every queue."""
-        return sum(int(self.client.zcard(self._set(q))) for q in self.queues)
+        return sum(self.pending_by_queue().values())
 
     def overdue(self, grace_s: float, limit: int = 500) -> list[Overdue]:
         """Envelopes that cannot still be on their way to a worker (see the module's note)."""

@@ -25,7 +25,7 @@ from kombu import Connection, Exchange, Queue
 
 from events.encoding import json_bytes
 from events.envelope import Event, parse_event
-from events.outbox import Outbox, Overdue
+from events.outbox import Outbox, Overdue, applies_to
 
 INGEST_TASK = "declic.ingest"
 INGEST_BATCH_TASK = "declic.ingest_batch"
@@ -88,7 +88,7 @@ class Publisher:
         }
         self._critical_types = critical_types
         self._producer: Any = None
-        use_outbox = broker_url.startswith(("redis://", "rediss://")) if outbox is None else outbox
+        use_outbox = applies_to(broker_url) if outbox is None else outbox
         self.outbox = Outbox.connect(broker_url, OUTBOX_QUEUES, timeout_s=timeout_s) if use_outbox else None
 
     def publish(self, event: Event | dict[str, Any] | str | bytes) -> str:
@@ -99,25 +99,9 @@ class Publisher:
 
     def publish_json(self, event_json: dict[str, Any]) -> None:
         """Publish an envelope already validated (the API uses this)."""
-        queue = self._queues[CRITICAL_EVENTS_QUEUE if event_json.get("type") in self._critical_types else EVENTS_QUEUE]
-        event_id = str(event_json["id"])
-        created = False
-
-        def attempt() -> None:
-            nonlocal created
-            if self.outbox is not None:
-                # Recorded before publishing: a worker may ingest (and forget) it at once.
-                created = self.outbox.record(event_id, queue.name, event_json) or created
-            self._send(event_json, queue)
-
-        try:
-            self._with_retries(attempt)
-        except PublishError:
-            if created and self.outbox is not None:
-                # Not accepted, so not to be offered again by the outbox sweep either.
-                with contextlib.suppress(Exception):
-                    self.outbox.forget(event_id, queue.name)
-            raise
+        _, error = self.publish_many([event_json])
+        if error is not None:
+            raise error
 
     def publish_many(self, envelopes: Sequence[dict[str, Any]]) -> tuple[int, PublishError | None]:
         """Publish envelopes already validated as few messages; stop at the first failure.

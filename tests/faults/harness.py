@@ -34,7 +34,7 @@ from bench.workload import Workload, daytime_zone
 from declic.processes import ManagedProcess, WorkerProcess
 from declic.standin import StandInClient
 from events import Publisher, PublishError
-from events.outbox import PREFIX as OUTBOX
+from events.outbox import Outbox
 from events.publisher import OUTBOX_QUEUES
 from flows import Catalogue
 from tests.faults.infra import RabbitVhost
@@ -232,7 +232,7 @@ class Run:
 
         try:
             with redis.Redis.from_url(self.broker_url, socket_timeout=5) as client:
-                if client.hlen("unacked") or any(client.zcard(f"{OUTBOX}:{q}") for q in OUTBOX_QUEUES):
+                if client.hlen("unacked") or Outbox(client, OUTBOX_QUEUES).pending():
                     return False
                 return not any(client.llen(key) for key in client.scan_iter(_type="list"))
         except redis.RedisError:
