@@ -41,6 +41,20 @@ def tree(root: int) -> list[int]:
     return found
 
 
+def pids_running(needle: str) -> list[int]:
+    """Processes whose command line holds ``needle`` (a data directory, a port)."""
+    found = []
+    for entry in _PROC.iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+            if needle in command:
+                found.append(int(entry.name))
+    return found
+
+
 def cpu_seconds(roots: Iterable[int]) -> float:
     """User plus system CPU of the trees under ``roots``, including children already reaped."""
     total = 0

@@ -24,14 +24,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote
 
 import structlog
 from rich.table import Table
 
-from bench.measure import cpu_seconds, peak_rss_mb, percentile
+from bench.measure import cpu_seconds, peak_rss_mb, percentile, pids_running
 from bench.systems import System, declic_system, naive_system
 from bench.workload import Workload, daytime_zone
-from declic.services import start_services
+from declic.services import Services, start_services
 from declic.settings import REPO_ROOT
 from declic.standin import Faults, StandInClient, StandInProcess
 from flows import load_catalogue
@@ -55,6 +56,15 @@ class Phase:
     standin_requests: int
     complete: bool
     cpu_by_process: dict[str, float] = field(default_factory=dict)
+    # CPU of everything else an email costs the machine: Postgres, Redis, the producer.
+    service_cpu_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def machine_cpu_ms_per_email(self) -> dict[str, float]:
+        """Every measured process's CPU per email, and their total."""
+        parts = {"workers": self.worker_cpu_s, **self.service_cpu_s, "stand-in": self.standin_cpu_s}
+        per_email = {name: round(cpu * 1000 / max(1, self.emails), 3) for name, cpu in parts.items()}
+        return {**per_email, "total": round(sum(per_email.values()), 3)}
 
     @property
     def emails_per_s(self) -> float:
@@ -107,6 +117,11 @@ class SystemReport:
                 name: round(med(p.cpu_by_process.get(name, 0.0) * 1000 / max(1, p.emails) for p in sat), 3)
                 for name in (sat[0].cpu_by_process if sat else {})
             },
+            # Where an email's CPU goes on the whole machine, and the throughput that leaves on
+            # these cores: the ceiling a CPU-bound pipeline reaches at best.
+            "machine_cpu_ms_per_email": _median_parts([p.machine_cpu_ms_per_email for p in sat]),
+            "cpu_ceiling_emails_per_s": round(
+                cpus * 1000 / med(p.machine_cpu_ms_per_email["total"] for p in sat), 1) if sat else None,
             "peak_rss_mb": round(self.peak_rss_mb, 1),
             # The stand-in's CPU as a share of the machine (all cores) while it was measured.
             "standin_cpu_share": round(standin_cpu / (sum(p.elapsed_s for p in sat) * cpus), 4) if sat else None,
@@ -147,6 +162,8 @@ class BenchReport:
                                                                         "max_ms"),
                 ("p50 ms at saturation", "saturation_p50_ms"), ("p99 ms at saturation", "saturation_p99_ms"),
                 ("worker CPU s per 1,000 emails", "cpu_s_per_1k"),
+                ("machine CPU ms per email", "machine_cpu_ms_per_email"),
+                ("CPU ceiling emails/s on these cores", "cpu_ceiling_emails_per_s"),
                 ("… of which, by worker", "cpu_s_per_1k_by_process"), ("worker peak RSS MB", "peak_rss_mb"),
                 ("stand-in CPU share of the machine", "standin_cpu_share"),
                 ("stand-in CPU ms per request", "standin_cpu_ms_per_request")]
@@ -154,6 +171,40 @@ class BenchReport:
             ratio = ratios.get(key)
             table.add_row(label, _fmt(pipe.get(key)), _fmt(base.get(key)), f"{ratio:.2f}×" if ratio else "")
         return table
+
+
+def _median_parts(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {name: round(statistics.median(r.get(name, 0.0) for r in runs), 3) for name in (runs[0] if runs else {})}
+
+
+def service_roots(services: Services) -> dict[str, list[int]]:
+    """The embedded Postgres (postmaster and its backends) and Redis of this run, by name.
+
+    Shared local services also serve other programs, so they are not measured.
+    """
+    roots: dict[str, list[int]] = {}
+    if services.sources.get("postgres") == "embedded":
+        socket_dir = unquote(services.database_url.split("host=")[1].split("&")[0])
+        roots["postgres"] = [pid for pid in pids_running(str(Path(socket_dir).parent)) if _is_postmaster(pid)]
+    if services.sources.get("redis") == "embedded":
+        port = services.redis_url.rsplit(":", 1)[1].split("/")[0]
+        roots["redis"] = [pid for pid in pids_running(f"127.0.0.1:{port}") if _is_redis(pid)]
+    return roots
+
+
+def _is_postmaster(pid: int) -> bool:
+    return b"-D" in _cmdline(pid).split(b"\0")
+
+
+def _is_redis(pid: int) -> bool:
+    return b"redis-server" in _cmdline(pid)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _ratios(pipe: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
@@ -180,11 +231,15 @@ def _fmt(value: Any) -> str:
 
 
 def run_phase(system: System, standin: StandInClient, events: list[dict[str, Any]], *, name: str,
-              rate: float | None = None, timeout_s: float = 300.0) -> Phase:
+              rate: float | None = None, timeout_s: float = 300.0,
+              services: dict[str, list[int]] | None = None) -> Phase:
     """Publish ``events`` (paced at ``rate`` per second, or flat out) and wait until all are final."""
     standin.reset()
     mark = system.mark()
     cpu0 = {name: cpu_seconds([pid]) for name, pid in system.pids.items()}
+    services = services or {}
+    service0 = {name: cpu_seconds(roots) for name, roots in services.items()}
+    producer0 = time.process_time()
     published: dict[str, float] = {}
     start = time.time()
     for n, event in enumerate(events):
@@ -202,6 +257,9 @@ def run_phase(system: System, standin: StandInClient, events: list[dict[str, Any
             break
         time.sleep(0.1)
     cpu_by = {name: cpu_seconds([pid]) - cpu0.get(name, 0.0) for name, pid in system.pids.items()}
+    # The producer is this process: publishing, and the few completion queries above.
+    service_cpu = {"producer": time.process_time() - producer0,
+                   **{name: cpu_seconds(roots) - service0[name] for name, roots in services.items()}}
     stats = standin.stats()
     accepted = standin.accepted()
     event_of = system.send_events(mark)
@@ -212,7 +270,7 @@ def run_phase(system: System, standin: StandInClient, events: list[dict[str, Any
             latencies.append((record["t"] - published[event_id]) * 1000)
     end = max((r["t"] for r in accepted), default=time.time())
     phase = Phase(name, len(events), len(accepted), end - start, latencies, sum(cpu_by.values()), stats["cpu_s"],
-                  stats["requests"], complete, cpu_by)
+                  stats["requests"], complete, cpu_by, service_cpu)
     log.info("bench_phase_done", phase=name, events=phase.events, emails=phase.emails,
              elapsed_s=round(phase.elapsed_s, 2), emails_per_s=round(phase.emails_per_s, 1),
              p99_ms=round(phase.p(99), 1), cpu_s_per_1k=round(phase.cpu_s_per_1k, 3), complete=complete)
@@ -220,14 +278,16 @@ def run_phase(system: System, standin: StandInClient, events: list[dict[str, Any
 
 
 def measure_system(system: System, standin: StandInClient, workload: Workload, *, events: int, repeats: int,
-                   fixed_rate: float, fixed_s: float, timeout_s: float, warmup: int = 40) -> SystemReport:
+                   fixed_rate: float, fixed_s: float, timeout_s: float, warmup: int = 40,
+                   services: dict[str, list[int]] | None = None) -> SystemReport:
     """Warm up, then the saturation runs and the fixed-load run of one system."""
     tag = system.name[:4]
     run_phase(system, standin, workload.events(warmup, f"{tag}-warm"), name="warm-up", timeout_s=timeout_s)
     report = SystemReport(system.name)
     for n in range(repeats):
         report.saturation.append(run_phase(system, standin, workload.events(events, f"{tag}-sat{n}"),
-                                           name=f"saturation {n + 1}", timeout_s=timeout_s))
+                                           name=f"saturation {n + 1}", timeout_s=timeout_s,
+                                           services=services))
     if fixed_s > 0:
         count = max(1, round(fixed_rate * fixed_s))
         report.fixed = run_phase(system, standin, workload.events(count, f"{tag}-fixed"), name="fixed load",
@@ -251,15 +311,18 @@ def run_pipeline_bench(
         assert standin.client is not None
         migrate(services.database_url)
         env = {**services.env(), "AWS_ENDPOINT_URL_SESV2": standin.url, "DECLIC_LOG_FORMAT": "json"}
+        roots = service_roots(services)
         with declic_system(env, services.broker_url, services.database_url, work / "logs") as declic:
             pipeline = measure_system(declic, standin.client, workload, events=events, repeats=repeats,
-                                      fixed_rate=fixed_rate, fixed_s=fixed_s, timeout_s=timeout_s)
+                                      fixed_rate=fixed_rate, fixed_s=fixed_s, timeout_s=timeout_s,
+                                      services=roots)
         naive = None
         if baseline:
             with naive_system(env, services.broker_url, services.database_url, work / "logs") as system:
                 naive = measure_system(system, standin.client, workload,
                                        events=baseline_events or max(1, events // 3), repeats=1,
-                                       fixed_rate=fixed_rate, fixed_s=fixed_s, timeout_s=timeout_s)
+                                       fixed_rate=fixed_rate, fixed_s=fixed_s, timeout_s=timeout_s,
+                                       services=roots)
     return BenchReport(pipeline, naive, fixed_rate, latency_ms, time.monotonic() - started)
 
 
