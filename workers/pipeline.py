@@ -107,9 +107,13 @@ class Deps:
 
 
 def ingest_event(
-    store: Store, catalogue: Catalogue, raw: Any, now: datetime | None = None, *, delay_scale: float = 1.0
+    store: Store, catalogue: Catalogue, raw: Any, now: datetime | None = None, *, delay_scale: float = 1.0,
+    claim_queues: frozenset[str] = frozenset(),
 ) -> IngestResult | None:
-    """Validate, dedupe, upsert the contact and record sends; None for a dead-lettered event."""
+    """Validate, dedupe, upsert the contact and record sends; None for a dead-lettered event.
+
+    Sends due now on ``claim_queues`` come back claimed, for :func:`deliver_claimed`.
+    """
     try:
         event = parse_event(raw if isinstance(raw, dict | str | bytes) else repr(raw))
     except EventInvalid as exc:
@@ -119,10 +123,10 @@ def ingest_event(
         log.warning("event_refused", event_id=ref, reason="invalid_event", errors=exc.errors[:10])
         return None
     moment = now or datetime.now(UTC)
-    result = store.ingest(event, EventPlan(catalogue, event, moment, delay_scale))
+    result = store.ingest(event, EventPlan(catalogue, event, moment, delay_scale), claim_queues=claim_queues)
     log.info(
         "event_ingested", event_id=event.id, event_type=event.type, duplicate=result.duplicate,
-        sends=result.planned, due_now=len(result.to_enqueue), cancelled=result.cancelled,
+        sends=result.planned, due_now=len(result.to_enqueue) + len(result.claimed), cancelled=result.cancelled,
     )
     return result
 
@@ -159,6 +163,12 @@ def deliver(send_id: str, deps: Deps) -> Outcome:
             return Retry("in_flight", left + 1.0)
         log.info("send_not_claimed", send_id=send_id)
         return NotClaimed()
+    return deliver_claimed(row, deps)
+
+
+def deliver_claimed(row: Row, deps: Deps) -> Outcome:
+    """Take a send this worker has claimed to SES, or record why not."""
+    send_id = str(row["id"])
     bound = log.bind(
         send_id=send_id, event_id=row["event_id"], flow=row["flow"], step=row["step"],
         attempt=row["attempts"], recipient=recipient_hash(row["email"]),
@@ -189,7 +199,7 @@ def _deliver_claimed(row: Row, deps: Deps) -> Outcome:
     skip = consent_skip(row["category"], row)
     if skip:
         return Skipped(skip)
-    marketing = Category(row["category"]) is Category.MARKETING
+    marketing = row["category"] == Category.MARKETING
     if marketing and flow.quiet_hours is not None:
         zone = ZoneInfo(row["timezone"] or deps.default_timezone)
         until = quiet_until(flow.quiet_hours, datetime.now(UTC), zone)
@@ -235,7 +245,7 @@ def _deliver_claimed(row: Row, deps: Deps) -> Outcome:
             if resolved is not None:
                 return resolved
         if deps.governor is not None:
-            deps.governor.acquire(1, critical=Category(row["category"]) is Category.CRITICAL)
+            deps.governor.acquire(1, critical=row["category"] == Category.CRITICAL)
         message_id = deps.sender.send(request)
     except RateWaitTooLong as exc:
         return Retry(f"rate: {exc}", backoff_s(1, base=1.0, cap=5.0))

@@ -10,7 +10,7 @@ import select
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Self
 
 import psycopg
@@ -38,6 +38,8 @@ class IngestResult:
     to_enqueue: list[Enqueue]
     planned: int
     cancelled: int = 0
+    # Due-now sends recorded already claimed by this worker, as LedgerStore.claim returns them.
+    claimed: list[Row] = field(default_factory=list)
 
 
 def check_idle_connection(conn: Connection[Row]) -> None:
@@ -96,26 +98,36 @@ class StoreBase:
     def _insert_sends(
         self, conn: Connection[Row], planned: Sequence[PlannedSend], contact_id: str, *,
         event_id: str | None = None, payload: dict[str, Any] | None = None,
-    ) -> list[Enqueue]:
+        claim_queues: frozenset[str] = frozenset(),
+    ) -> tuple[list[Enqueue], list[Row]]:
+        """Record planned sends: those due now to put on their queues, and the one recorded
+        already claimed (the first due now on one of ``claim_queues``) with its ledger row."""
         to_enqueue: list[Enqueue] = []
+        claimed: list[Row] = []
         for send in planned:
             send_id = str(uuid.uuid4())
+            # The first due-now send on claim_queues is claimed as it is recorded, as
+            # LedgerStore.claim would: the caller delivers it right after commit.
+            claim = send.state == "pending" and send.queue in claim_queues and not claimed
             row = conn.execute(
                 "INSERT INTO sends (id, send_key, event_id, payload, contact_id, flow, step, variant,"
-                " category, queue, state, reason, due_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (send_key) DO NOTHING RETURNING id",
+                " category, queue, state, reason, due_at, attempts, claimed_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                " CASE WHEN %s THEN now() END)"
+                f" ON CONFLICT (send_key) DO NOTHING RETURNING {'*' if claim else 'id'}",
                 (send_id, send.send_key, event_id, None if payload is None else Jsonb(payload), contact_id,
-                 send.flow, send.step, send.variant, send.category, send.queue, send.state, send.reason,
-                 send.due_at),
+                 send.flow, send.step, send.variant, send.category, send.queue,
+                 "sending" if claim else send.state, send.reason, send.due_at, 1 if claim else 0, claim),
             ).fetchone()
             if row is None:
                 continue
-            if send.state == "pending":
+            if claim:
+                claimed.append(row)
+            elif send.state == "pending":
                 to_enqueue.append(Enqueue(send_id, send.queue))
             elif send.state == "failed":
                 self._dead_letter(conn, "send", send_id, send.flow, send.reason or "failed")
-        return to_enqueue
+        return to_enqueue, claimed
 
     @staticmethod
     def _dead_letter(

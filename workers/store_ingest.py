@@ -16,10 +16,14 @@ OPT_IN_EVENT = "marketing_opt_in"
 
 _UPSERT_CONTACT = """
 INSERT INTO contacts AS c (id, email, locale, timezone, attributes, opt_in, last_activity_at,
-                           profile_at)
+                           profile_at, purchases, total_spent, last_purchase_at)
 VALUES (%(id)s, %(email)s, %(locale)s, %(timezone)s, %(attributes)s, coalesce(%(opt_in)s, false),
-        %(at)s, %(at)s)
+        %(at)s, %(at)s, %(bought)s, %(spent)s::numeric, CASE WHEN %(bought)s > 0 THEN %(at)s END)
 ON CONFLICT (id) DO UPDATE SET
+    -- A purchase counts whatever its age: it happened, even if its profile is stale.
+    purchases  = c.purchases + excluded.purchases,
+    total_spent = c.total_spent + excluded.total_spent,
+    last_purchase_at = greatest(c.last_purchase_at, excluded.last_purchase_at),
     email      = CASE WHEN excluded.profile_at >= c.profile_at THEN excluded.email ELSE c.email END,
     locale     = CASE WHEN excluded.profile_at >= c.profile_at
                       THEN coalesce(excluded.locale, c.locale) ELSE c.locale END,
@@ -39,28 +43,30 @@ ON CONFLICT (id) DO UPDATE SET
     last_activity_at = greatest(c.last_activity_at, excluded.last_activity_at),
     profile_at = greatest(c.profile_at, excluded.profile_at),
     updated_at = now()
-RETURNING *
+RETURNING *, (SELECT reason FROM suppressions x WHERE x.email = lower(c.email)) AS suppressed
 """
 
-_COUNT_PURCHASE = """
-UPDATE contacts SET purchases = purchases + 1, total_spent = total_spent + %(total)s,
-       last_purchase_at = greatest(last_purchase_at, %(at)s)
- WHERE id = %(id)s
-RETURNING *
-"""
+# The contact's columns under the names LedgerStore.claim gives them in a claimed send's row.
+_CLAIM_CONTACT = {"email": "email", "contact_locale": "locale", "timezone": "timezone",
+                  "attributes": "attributes", "opt_in": "opt_in", "unsubscribed_at": "unsubscribed_at",
+                  "purchases": "purchases", "total_spent": "total_spent",
+                  "last_purchase_at": "last_purchase_at", "last_activity_at": "last_activity_at",
+                  "suppressed": "suppressed"}
 
 
 class IngestStore(StoreBase):
-    def ingest(self, event: Event, plan: EventPlan) -> IngestResult:
+    def ingest(self, event: Event, plan: EventPlan, *, claim_queues: frozenset[str] = frozenset()) -> IngestResult:
         """Record the event, upsert its contact and record its sends in one transaction.
 
         An event id seen before changes nothing; its sends still pending are returned so a
-        message lost between commit and enqueue is enqueued again.
+        message lost between commit and enqueue is enqueued again. Sends due now on one of
+        ``claim_queues`` are recorded claimed, for the caller to deliver at once
+        (``IngestResult.claimed``, rows as :meth:`LedgerStore.claim` returns them).
         """
         with self._tx() as conn:
             inserted = conn.execute(
                 "INSERT INTO events (id, type, occurred_at, contact_id, payload)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING id",
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING payload, received_at",
                 (event.id, event.type, event.occurred_at, event.contact.id, Jsonb(event.to_json())),
             ).fetchone()
             if inserted is None:
@@ -76,8 +82,12 @@ class IngestStore(StoreBase):
             contact = self._upsert_contact(conn, event)
             cancelled = self._apply_exits(conn, event, plan)
             planned = plan.sends(contact, self._recent_counts(conn, event.contact.id, plan.caps()))
-            to_enqueue = self._insert_sends(conn, planned, event.contact.id, event_id=event.id)
-            return IngestResult(False, to_enqueue, len(planned), cancelled)
+            to_enqueue, claimed = self._insert_sends(conn, planned, event.contact.id, event_id=event.id,
+                                                     claim_queues=claim_queues)
+            rows = [{**send, "event": inserted["payload"], "received_at": inserted["received_at"],
+                     **{name: contact[column] for name, column in _CLAIM_CONTACT.items()},
+                     "ambiguous_age_s": None} for send in claimed]
+            return IngestResult(False, to_enqueue, len(planned), cancelled, rows)
 
     def known_events(self, event_ids: list[str]) -> set[str]:
         """Which of these events are in Postgres, ingested or dead-lettered."""
@@ -127,12 +137,8 @@ class IngestStore(StoreBase):
             _UPSERT_CONTACT,
             {"id": c.id, "email": c.email, "locale": c.locale, "timezone": c.timezone,
              "attributes": Jsonb(c.attributes), "opt_in": c.opt_in, "at": event.occurred_at,
-             "explicit": event.type == OPT_IN_EVENT},
+             "explicit": event.type == OPT_IN_EVENT, "bought": int(event.type == "purchase"),
+             "spent": event.data.get("total", 0) if event.type == "purchase" else 0},
         ).fetchone()
-        if event.type == "purchase":
-            row = conn.execute(
-                _COUNT_PURCHASE,
-                {"id": c.id, "total": event.data.get("total", 0), "at": event.occurred_at},
-            ).fetchone()
         assert row is not None
         return row

@@ -34,7 +34,7 @@ class ScheduleStore(StoreBase):
     def schedule(self, contact_id: str, planned: Sequence[PlannedSend], payload: dict[str, Any]) -> list[Enqueue]:
         """Record sends not caused by an event (dates, inactivity); their keys make them once-only."""
         with self._tx() as conn:
-            return self._insert_sends(conn, planned, contact_id, payload=payload)
+            return self._insert_sends(conn, planned, contact_id, payload=payload)[0]
 
     def contacts_with_attribute(self, attribute: str, batch: int = 5000) -> Iterator[Row]:
         """Contacts holding a date attribute, streamed in batches by id."""

@@ -14,7 +14,7 @@ from celery import Task
 
 from workers import runtime
 from workers.app import app
-from workers.pipeline import Retry, deliver, ingest_event
+from workers.pipeline import Retry, deliver, deliver_claimed, ingest_event
 from workers.store import Enqueue
 
 INLINE_QUEUES = frozenset({"send.critical", "send.transactional"})
@@ -57,24 +57,32 @@ def ingest_batch(events: list[Any]) -> str:
 
 def ingest_one(event: Any, *, inline: bool) -> str:
     deps = runtime.deps()
-    result = ingest_event(deps.store, deps.catalogue, event, delay_scale=deps.delay_scale)
+    inline = inline and deps.inline_sends
+    # An event's first due-now critical or transactional send goes out from here, recorded
+    # already claimed: no broker hop, no task and no claim statement of its own. It is
+    # committed before SES is called and delivered before anything else can fail, so a crash
+    # loses nothing and its claim's lease decides who delivers it. Further inline sends are
+    # claimed one by one as before, so a failure on the first never holds them up.
+    result = ingest_event(deps.store, deps.catalogue, event, delay_scale=deps.delay_scale,
+                          claim_queues=INLINE_QUEUES if inline else frozenset())
+    for row in result.claimed if result is not None else ():
+        _retry_later(str(row["id"]), str(row["queue"]), deliver_claimed(row, deps))
     outbox = runtime.outbox()
     if outbox is not None and isinstance(event, dict) and isinstance(event.get("id"), str):
         outbox.done(event["id"])  # in Postgres now, as an event or a dead letter
     if result is None:
         return "invalid"
-    inline_sends = [item for item in result.to_enqueue
-                    if inline and deps.inline_sends and item.queue in INLINE_QUEUES]
+    # The event's other due sends, and a redelivered event's sends still due.
+    inline_sends = [item for item in result.to_enqueue if inline and item.queue in INLINE_QUEUES]
     enqueue(item for item in result.to_enqueue if item not in inline_sends)
-    # Due-now critical and transactional sends go out from here: one broker hop and one
-    # task less per email. They are already committed, so a crash here loses nothing: the
-    # redelivered event finds them pending and delivers them then.
     for item in inline_sends:
-        outcome = deliver(item.send_id, deps)
-        if isinstance(outcome, Retry):
-            deliver_send.apply_async(args=(item.send_id,), queue=item.queue, routing_key=item.queue,
-                                     countdown=outcome.delay_s)
+        _retry_later(item.send_id, item.queue, deliver(item.send_id, deps))
     return "duplicate" if result.duplicate else "ingested"
+
+
+def _retry_later(send_id: str, queue: str, outcome: object) -> None:
+    if isinstance(outcome, Retry):
+        deliver_send.apply_async(args=(send_id,), queue=queue, routing_key=queue, countdown=outcome.delay_s)
 
 
 @app.task(name="declic.send", bind=True, autoretry_for=_DATABASE_DOWN, retry_backoff=1, retry_backoff_max=30,

@@ -12,7 +12,17 @@ import pytest
 
 from flows import Catalogue
 from workers.errors import PermanentSendError, TransientSendError
-from workers.pipeline import Deps, Failed, NotClaimed, Retry, Sent, Skipped, deliver, ingest_event
+from workers.pipeline import (
+    Deps,
+    Failed,
+    NotClaimed,
+    Retry,
+    Sent,
+    Skipped,
+    deliver,
+    deliver_claimed,
+    ingest_event,
+)
 from workers.rendering import Renderer
 from workers.ses import InMemorySender
 from workers.store import Store
@@ -237,6 +247,67 @@ def test_a_send_claimed_elsewhere_is_looked_at_again_after_the_lease(
     outcome = deliver(send_id, make_deps(store, catalogue, renderer, InMemorySender()))
     assert isinstance(outcome, Retry) and outcome.reason == "in_flight"
     assert 100 < outcome.delay_s <= store.lease_s + 1
+
+
+INLINE = frozenset({"send.critical", "send.transactional"})
+
+
+@pytest.mark.parametrize("suppressed", [False, True])
+def test_a_send_claimed_at_ingest_is_the_row_a_claim_returns(
+    suppressed: bool, store: Store, catalogue: Catalogue
+) -> None:
+    """The ledger row of a send recorded claimed is the one LedgerStore.claim gives for it:
+    same columns, same values (event payload as Postgres holds it, contact, suppression)."""
+    event = sample(catalogue, "purchase_confirmation")
+    if suppressed:
+        store.suppress(event["contact"]["email"], "complaint")
+    result = ingest_event(store, catalogue, event, claim_queues=INLINE)
+    assert result is not None
+    [claimed] = result.claimed
+    assert claimed["state"] == "sending" and claimed["attempts"] == 1 and claimed["claimed_at"] is not None
+    with store.pool.connection() as conn:  # let it go, and claim it the usual way
+        conn.execute("UPDATE sends SET state = 'pending', attempts = 0, claimed_at = NULL WHERE id = %s",
+                     (claimed["id"],))
+    again = store.claim(str(claimed["id"]))
+    assert again is not None and set(again) == set(claimed)
+    moving = {"claimed_at", "updated_at"}
+    assert {k: v for k, v in claimed.items() if k not in moving} == {k: v for k, v in again.items() if k not in moving}
+    assert (claimed["suppressed"] == "complaint") is suppressed
+
+
+def test_only_an_events_first_inline_send_is_claimed_at_ingest(
+    store: Store, catalogue: Catalogue, renderer: Renderer
+) -> None:
+    """A signup has two emails due now (welcome, and the onboarding series' first): with both
+    queues inline, the first comes back claimed and goes out with deliver_claimed; the second
+    stays pending, to be claimed on its own, so a failure on the first never holds it up."""
+    event = sample(catalogue, "welcome")
+    result = ingest_event(store, catalogue, event, claim_queues=INLINE | {"send.bulk"})
+    assert result is not None and len(result.claimed) == 1 and len(result.to_enqueue) == 1
+    sends = {str(r["id"]): r for r in store.sends_for_event(event["id"])}
+    assert sends[result.to_enqueue[0].send_id]["state"] == "pending"
+    sender = InMemorySender()
+    outcome = deliver_claimed(result.claimed[0], make_deps(store, catalogue, renderer, sender))
+    assert isinstance(outcome, Sent) and len(sender.sent) == 1
+    assert state(store, str(result.claimed[0]["id"]))["state"] == "sent"
+    assert isinstance(deliver(result.to_enqueue[0].send_id, make_deps(store, catalogue, renderer, sender)), Sent)
+
+
+def test_a_send_claimed_at_ingest_is_held_by_its_lease(store: Store, catalogue: Catalogue) -> None:
+    """Recorded claimed, a send is not claimed again while its lease runs — not even by the
+    same event delivered twice — and is taken over once the lease is over."""
+    event = sample(catalogue, "order_confirmation")
+    result = ingest_event(store, catalogue, event, claim_queues=INLINE)
+    assert result is not None
+    send_id = str(result.claimed[0]["id"])
+    again = ingest_event(store, catalogue, event, claim_queues=INLINE)
+    assert again is not None and again.duplicate and again.claimed == []
+    assert [e.send_id for e in again.to_enqueue] == [send_id]  # offered to the claim, which waits
+    assert store.claim(send_id) is None and (store.lease_left(send_id) or 0) > 100
+    with store.pool.connection() as conn:
+        conn.execute("UPDATE sends SET claimed_at = now() - interval '1 hour' WHERE id = %s", (send_id,))
+    taken = store.claim(send_id)
+    assert taken is not None and taken["attempts"] == 2 and taken["ambiguous_age_s"] is not None
 
 
 def test_ingest_task_sends_transactional_mail_itself_and_queues_bulk(
