@@ -7,9 +7,12 @@ as :func:`recipient_hash`; tokens and payloads never appear.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import sys
+from typing import Any
 
+import orjson
 import structlog
 
 
@@ -24,11 +27,23 @@ def mask_address(address: str) -> str:
     return f"{local[:1]}•••@{domain}" if domain else "•••"
 
 
+def _json_line(value: Any, **kw: Any) -> str:
+    """orjson, a tenth of the standard library's time a line; ``json`` for what orjson refuses
+    (integers beyond 64 bits, keys that are not strings)."""
+    try:
+        return orjson.dumps(value, default=kw.get("default")).decode()
+    except TypeError:
+        return json.dumps(value, **kw)
+
+
 def configure(level: str = "INFO", fmt: str = "auto") -> None:
     """Set up structlog and the standard library root logger in one go."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    # No log line says where in the source it was written, so the standard library need not
+    # walk the stack to find out on every call (its documented switch for this).
+    logging._srcfile = None
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_json_line)
         if use_json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )

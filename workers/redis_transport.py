@@ -34,8 +34,11 @@ restores them after ``visibility_timeout`` — as for a worker that was killed. 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -48,6 +51,24 @@ class Channel(kombu_redis.Channel):
             raise RedisConnectionError("the broker connection was closed after it was lost; reconnecting")
         params: dict[str, Any] = super()._connparams(asynchronous=asynchronous)  # type: ignore[misc]  # private to kombu, not in its stubs
         return params
+
+    _shared: tuple[Any, redis.Redis] | None = None
+
+    @contextmanager
+    def conn_or_acquire(self, client: redis.Redis | None = None) -> Iterator[redis.Redis]:
+        """kombu builds a new ``redis.Redis`` around the channel's pool for every message it
+        marks unacknowledged and every ack (redis-py's constructor is a tenth of a worker's
+        messaging CPU). One client per pool does the same: it is a thread-safe wrapper of that
+        pool, and a new pool (after a reconnect) gets a new one."""
+        if client is not None:
+            yield client
+            return
+        pool = self.pool
+        shared = self._shared
+        if shared is None or shared[0] is not pool:
+            shared = (pool, self._create_client())  # type: ignore[attr-defined]  # private to kombu
+            self._shared = shared
+        yield shared[1]
 
 
 class Transport(kombu_redis.Transport):
