@@ -25,5 +25,10 @@ def test_bench_runs_both_systems_and_writes_the_figures(tmp_path: Path) -> None:
         assert figures[system]["saturation_emails"] >= figures[system]["saturation_events"]
         assert figures[system]["p50_ms"] >= 50
         assert 0 < figures[system]["standin_cpu_share"] < 1
+        # The machine's CPU per email: at least the workers', the producer's and the stand-in's.
+        machine = figures[system]["machine_cpu_ms_per_email"]
+        assert machine["workers"] > 0 and machine["producer"] > 0 and machine["stand-in"] > 0
+        assert machine["total"] >= machine["workers"] + machine["producer"]
+        assert figures[system]["cpu_ceiling_emails_per_s"] > 0
     assert figures["ratios"]["emails_per_s"] > 0
     assert "emails/s (saturation)" in list(report.table().columns[0].cells)

@@ -11,6 +11,8 @@ import psycopg
 import pytest
 import redis
 
+from bench.measure import cpu_seconds, tree
+from bench.pipeline import service_roots
 from declic.services import (
     INVOICE_BUCKET,
     SES_CONFIGURATION_SET,
@@ -135,6 +137,11 @@ def test_embedded_services_answer_and_are_removed(tmp_path: Path) -> None:
             assert conn.execute("SELECT current_database()").fetchone() == ("declic",)
         with redis.Redis.from_url(running.broker_url, socket_timeout=5) as client:
             assert client.ping()
+        # The benchmark finds their processes to count the CPU an email costs them.
+        roots = service_roots(running)
+        assert len(roots["postgres"]) == 1 and len(roots["redis"]) == 1
+        assert len(tree(roots["postgres"][0])) > 1  # the postmaster and its backends
+        assert cpu_seconds(roots["postgres"]) > 0 and cpu_seconds(roots["redis"]) >= 0
     assert not _port_open(running.redis_url)
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(running.database_url, connect_timeout=2)
