@@ -16,9 +16,10 @@ from typing import Any, Self
 import psycopg
 from psycopg import Connection
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_dumps
 from psycopg_pool import ConnectionPool
 
+from events.encoding import json_bytes
 from flows.planning import PlannedSend
 
 Row = dict[str, Any]
@@ -58,6 +59,12 @@ def check_idle_connection(conn: Connection[Row]) -> None:
         ConnectionPool.check_connection(conn)
 
 
+def _configure(conn: Connection[Row]) -> None:
+    # jsonb parameters (event payloads, contact attributes) through orjson; json's exact
+    # integers are kept for reading (orjson would read integers beyond 64 bits as floats).
+    set_json_dumps(json_bytes, conn)
+
+
 class StoreBase:
     """One instance (one connection pool) per process; every method is one short transaction."""
 
@@ -76,6 +83,7 @@ class StoreBase:
             kwargs={"row_factory": dict_row, "autocommit": True},
             # A connection broken by a Postgres restart is replaced, not handed out.
             check=check_idle_connection,
+            configure=_configure,
             timeout=30,
             open=True,
         )
