@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -19,6 +20,14 @@ from workers.store import Enqueue
 
 INLINE_QUEUES = frozenset({"send.critical", "send.transactional"})
 
+# Sends per broker message, by queue. A password reset travels alone; receipts in small
+# groups, so a burst still spreads over every worker thread; bulk mail in larger ones. A
+# message of several sends costs one Celery task instead of one per email.
+SENDS_PER_MESSAGE = {"send.critical": 1, "send.transactional": 5, "send.bulk": 25}
+# A message of sends hands what it has not reached after this long back to its queue, so a
+# slow SES or a rate wait never brings it near Celery's time limit.
+SEND_BATCH_BUDGET_S = 60.0
+
 # Postgres, Redis or the broker briefly down or restarting: retry with backoff. Work already
 # committed is safe: a retried ingest finds its event and re-offers what is still pending.
 _DATABASE_DOWN = (
@@ -28,9 +37,22 @@ _DATABASE_DOWN = (
 
 
 def enqueue(sends: Iterable[Enqueue]) -> None:
-    """Put sends on their queues; called only after the transaction that made them committed."""
+    """Put sends on their queues, grouped per message by SENDS_PER_MESSAGE; called only after
+    the transaction that made them committed."""
+    by_queue: dict[str, list[str]] = {}
     for item in sends:
-        deliver_send.apply_async(args=(item.send_id,), queue=item.queue, routing_key=item.queue)
+        by_queue.setdefault(item.queue, []).append(item.send_id)
+    for queue, ids in by_queue.items():
+        size = SENDS_PER_MESSAGE.get(queue, 1)
+        for start in range(0, len(ids), size):
+            _publish_sends(ids[start:start + size], queue)
+
+
+def _publish_sends(send_ids: list[str], queue: str) -> None:
+    if len(send_ids) == 1:
+        deliver_send.apply_async(args=(send_ids[0],), queue=queue, routing_key=queue)
+    else:
+        deliver_sends.apply_async(args=(send_ids, queue), queue=queue, routing_key=queue)
 
 
 @app.task(name="declic.ingest", autoretry_for=_DATABASE_DOWN, retry_backoff=1, retry_backoff_max=30,
@@ -45,17 +67,22 @@ def ingest(event: Any) -> str:
 def ingest_batch(events: list[Any]) -> str:
     """Ingest events published together (the API's batches), one after the other.
 
-    Their sends go to the send queues rather than inline, so a batch's emails leave in parallel
-    on every worker thread instead of one after the other here. Retried whole: events already
-    ingested are found again and only their pending sends re-offered.
+    Their sends go to the send queues rather than inline, a few to a message, so a batch's
+    emails leave in parallel on every worker thread instead of one after the other here.
+    Retried whole: events already ingested are found again and only their pending sends
+    re-offered.
     """
     if not isinstance(events, list):
         return ingest_one(events, inline=False)
-    outcomes = Counter(ingest_one(event, inline=False) for event in events)
+    due: list[Enqueue] = []
+    outcomes = Counter(ingest_one(event, inline=False, due=due) for event in events)
+    enqueue(due)
     return ", ".join(f"{n} {label}" for label, n in sorted(outcomes.items()))
 
 
-def ingest_one(event: Any, *, inline: bool) -> str:
+def ingest_one(event: Any, *, inline: bool, due: list[Enqueue] | None = None) -> str:
+    """Ingest one event and deliver or enqueue its due sends; with ``due``, the sends to
+    enqueue are added there, for the caller to enqueue once with others."""
     deps = runtime.deps()
     inline = inline and deps.inline_sends
     # An event's first due-now critical or transactional send goes out from here, recorded
@@ -74,7 +101,11 @@ def ingest_one(event: Any, *, inline: bool) -> str:
         return "invalid"
     # The event's other due sends, and a redelivered event's sends still due.
     inline_sends = [item for item in result.to_enqueue if inline and item.queue in INLINE_QUEUES]
-    enqueue(item for item in result.to_enqueue if item not in inline_sends)
+    queued = [item for item in result.to_enqueue if item not in inline_sends]
+    if due is None:
+        enqueue(queued)
+    else:
+        due.extend(queued)
     for item in inline_sends:
         _retry_later(item.send_id, item.queue, deliver(item.send_id, deps))
     return "duplicate" if result.duplicate else "ingested"
@@ -93,3 +124,25 @@ def deliver_send(self: Task[Any, Any], send_id: str) -> str:
     if isinstance(outcome, Retry):
         raise self.retry(countdown=outcome.delay_s, max_retries=None)
     return outcome.label
+
+
+@app.task(name="declic.send_batch", autoretry_for=_DATABASE_DOWN, retry_backoff=1, retry_backoff_max=30,
+          retry_jitter=True, max_retries=None)
+def deliver_sends(send_ids: list[str], queue: str) -> str:
+    """Deliver several sends of one queue, one after the other, each claimed on its own.
+
+    Each send's transient failure comes back alone after its backoff. Retried whole when the
+    database is down: sends already delivered are no longer claimable and cost one statement.
+    """
+    deps = runtime.deps()
+    started = time.monotonic()
+    outcomes: Counter[str] = Counter()
+    for n, send_id in enumerate(send_ids):
+        if n and time.monotonic() - started > SEND_BATCH_BUDGET_S:  # at least one per message
+            _publish_sends([str(i) for i in send_ids[n:]], queue)
+            outcomes["handed_on"] += len(send_ids) - n
+            break
+        outcome = deliver(str(send_id), deps)
+        _retry_later(str(send_id), queue, outcome)
+        outcomes[outcome.label] += 1
+    return ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))

@@ -25,7 +25,7 @@ from workers.pipeline import (
 )
 from workers.rendering import Renderer
 from workers.ses import InMemorySender
-from workers.store import Store
+from workers.store import Enqueue, Store
 from workers.unsubscribe import UnsubscribeLinks
 
 
@@ -387,3 +387,41 @@ def test_an_unreachable_rate_governor_is_a_retry_not_a_crash(
     outcome = deliver(send_id, deps)
     assert isinstance(outcome, Retry) and outcome.reason.startswith("rate_governor_unavailable")
     assert sender.sent == [] and state(store, send_id)["state"] == "retry"
+
+
+def test_sends_travel_a_few_to_a_message_and_each_is_delivered_on_its_own(
+    store: Store, catalogue: Catalogue, renderer: Renderer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """enqueue groups sends per queue (critical alone, bulk 25 to a message); the batch task
+    delivers each, sends a transient failure back alone with its backoff, and hands what it did
+    not reach within its time budget back to the queue."""
+    from workers import runtime, tasks
+
+    published: list[tuple[str, Any, str]] = []
+    monkeypatch.setattr(tasks.deliver_send, "apply_async",
+                        lambda args, queue, routing_key, **kw: published.append(("one", args, queue)))
+    monkeypatch.setattr(tasks.deliver_sends, "apply_async",
+                        lambda args, queue, routing_key, **kw: published.append(("many", args, queue)))
+    bulk = [Enqueue(f"b{n}", "send.bulk") for n in range(30)]
+    tasks.enqueue([Enqueue("c1", "send.critical"), *bulk, Enqueue("c2", "send.critical")])
+    assert published == [("one", ("c1",), "send.critical"), ("one", ("c2",), "send.critical"),
+                         ("many", ([f"b{n}" for n in range(25)], "send.bulk"), "send.bulk"),
+                         ("many", ([f"b{n}" for n in range(25, 30)], "send.bulk"), "send.bulk")]
+
+    sender = InMemorySender()
+    monkeypatch.setattr(runtime, "_deps", make_deps(store, catalogue, renderer, sender))
+    ids = [ingest_one(store, catalogue, sample(catalogue, "order_confirmation", id=f"batch-{n}")) for n in range(4)]
+    published.clear()
+    sender.fail_next(TransientSendError("503"))
+    label = tasks.deliver_sends.run(ids, "send.transactional")
+    assert label == "retry 1, sent 3" and len(sender.sent) == 3
+    [(kind, args, queue)] = published
+    assert (kind, args, queue) == ("one", (ids[0],), "send.transactional")
+    assert state(store, ids[0])["state"] == "retry"
+    assert tasks.deliver_sends.run(ids, "send.transactional") == "not_claimed 3, sent 1"
+
+    more = [ingest_one(store, catalogue, sample(catalogue, "order_confirmation", id=f"late-{n}")) for n in range(3)]
+    published.clear()
+    monkeypatch.setattr(tasks, "SEND_BATCH_BUDGET_S", 0.0)
+    assert tasks.deliver_sends.run(more, "send.transactional") == "handed_on 2, sent 1"
+    assert published == [("many", (more[1:], "send.transactional"), "send.transactional")]
