@@ -23,17 +23,20 @@ Repeats = Annotated[int, typer.Option(help="Saturation runs of Déclic; medians 
 FixedRate = Annotated[float, typer.Option(help="Events/s offered in the fixed-load run")]
 FixedSeconds = Annotated[float, typer.Option(help="Seconds of fixed load (0 skips it)")]
 NoBaseline = Annotated[bool, typer.Option("--no-baseline", help="Measure Déclic only")]
+PublishBatch = Annotated[int, typer.Option("--publish-batch", min=1, max=1000,
+                                           help="Déclic's events per publication, as the API's batch endpoint"
+                                                " (1: one at a time, as the SDK's publish)")]
 
 
 def run(events: int = 2000, json_path: Path | None = None, latency_ms: float = 50.0, *,
         baseline_events: int | None = None, repeats: int = 3, fixed_rate: float = 300.0, fixed_s: float = 5.0,
-        no_baseline: bool = False) -> None:
+        no_baseline: bool = False, publish_batch: int = 1) -> None:
     """Run the pipeline benchmark, print its table, and write the JSON when asked."""
     from bench.pipeline import run_pipeline_bench, write_json
 
     report = run_pipeline_bench(events=events, baseline_events=baseline_events, repeats=repeats,
                                 latency_ms=latency_ms, fixed_rate=fixed_rate, fixed_s=fixed_s,
-                                baseline=not no_baseline)
+                                baseline=not no_baseline, publish_batch=publish_batch)
     console.print(report.table())
     if json_path is not None:
         write_json(report, json_path)
@@ -52,22 +55,22 @@ def register(app: typer.Typer) -> None:
     def bench_default(
         ctx: typer.Context, events: Events = 2000, json_path: JsonFile = None, latency_ms: Latency = 50.0,
         baseline_events: BaselineEvents = None, repeats: Repeats = 3, fixed_rate: FixedRate = 300.0,
-        fixed_s: FixedSeconds = 5.0, no_baseline: NoBaseline = False,
+        fixed_s: FixedSeconds = 5.0, no_baseline: NoBaseline = False, publish_batch: PublishBatch = 1,
     ) -> None:
         """Benchmarks; with no subcommand, the whole pipeline against a naive baseline."""
         if ctx.invoked_subcommand is None:
             run(events, json_path, latency_ms, baseline_events=baseline_events, repeats=repeats,
-                fixed_rate=fixed_rate, fixed_s=fixed_s, no_baseline=no_baseline)
+                fixed_rate=fixed_rate, fixed_s=fixed_s, no_baseline=no_baseline, publish_batch=publish_batch)
 
     @bench.command("pipeline")
     def bench_pipeline(
         events: Events = 2000, json_path: JsonFile = None, latency_ms: Latency = 50.0,
         baseline_events: BaselineEvents = None, repeats: Repeats = 3, fixed_rate: FixedRate = 300.0,
-        fixed_s: FixedSeconds = 5.0, no_baseline: NoBaseline = False,
+        fixed_s: FixedSeconds = 5.0, no_baseline: NoBaseline = False, publish_batch: PublishBatch = 1,
     ) -> None:
         """Producer → broker → real workers → SES stand-in → Postgres, beside a naive Celery baseline."""
         run(events, json_path, latency_ms, baseline_events=baseline_events, repeats=repeats,
-            fixed_rate=fixed_rate, fixed_s=fixed_s, no_baseline=no_baseline)
+            fixed_rate=fixed_rate, fixed_s=fixed_s, no_baseline=no_baseline, publish_batch=publish_batch)
 
     @bench.command("schedule")
     def bench_schedule(

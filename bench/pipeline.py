@@ -139,6 +139,7 @@ class BenchReport:
     fixed_rate: float
     latency_ms: float
     elapsed_s: float = 0.0
+    publish_batch: int = 1  # Déclic's events per publication (the baseline publishes one at a time)
 
     def as_json(self) -> dict[str, Any]:
         result: dict[str, Any] = {"pipeline": self.pipeline.figures(self.fixed_rate)}
@@ -146,6 +147,7 @@ class BenchReport:
             result["baseline"] = self.baseline.figures(self.fixed_rate)
             result["ratios"] = _ratios(result["pipeline"], result["baseline"])
         result["setup"] = {"standin_latency_ms": self.latency_ms, "cpus": os.cpu_count(),
+                           "publish_batch": self.publish_batch,
                            "elapsed_s": round(self.elapsed_s, 1)}
         return result
 
@@ -232,8 +234,12 @@ def _fmt(value: Any) -> str:
 
 def run_phase(system: System, standin: StandInClient, events: list[dict[str, Any]], *, name: str,
               rate: float | None = None, timeout_s: float = 300.0,
-              services: dict[str, list[int]] | None = None) -> Phase:
-    """Publish ``events`` (paced at ``rate`` per second, or flat out) and wait until all are final."""
+              services: dict[str, list[int]] | None = None, batch: int = 1) -> Phase:
+    """Publish ``events`` (paced at ``rate`` per second, or flat out) and wait until all are final.
+
+    With ``batch`` above 1 they are published ``batch`` at a time, as the HTTP API's batch
+    endpoint and the SDK's ``publish_many`` do.
+    """
     standin.reset()
     mark = system.mark()
     cpu0 = {name: cpu_seconds([pid]) for name, pid in system.pids.items()}
@@ -242,13 +248,18 @@ def run_phase(system: System, standin: StandInClient, events: list[dict[str, Any
     producer0 = time.process_time()
     published: dict[str, float] = {}
     start = time.time()
-    for n, event in enumerate(events):
+    for n in range(0, len(events), batch):
         if rate:
             wait = start + n / rate - time.time()
             if wait > 0:
                 time.sleep(wait)
-        system.publish(event)
-        published[event["id"]] = time.time()
+        chunk = events[n:n + batch]
+        if batch > 1:
+            system.publish_many(chunk)
+        else:
+            system.publish(chunk[0])
+        taken_at = time.time()
+        published.update((event["id"], taken_at) for event in chunk)
     deadline = time.monotonic() + timeout_s
     complete = False
     while time.monotonic() < deadline:
@@ -279,7 +290,7 @@ def run_phase(system: System, standin: StandInClient, events: list[dict[str, Any
 
 def measure_system(system: System, standin: StandInClient, workload: Workload, *, events: int, repeats: int,
                    fixed_rate: float, fixed_s: float, timeout_s: float, warmup: int = 40,
-                   services: dict[str, list[int]] | None = None) -> SystemReport:
+                   services: dict[str, list[int]] | None = None, batch: int = 1) -> SystemReport:
     """Warm up, then the saturation runs and the fixed-load run of one system."""
     tag = system.name[:4]
     run_phase(system, standin, workload.events(warmup, f"{tag}-warm"), name="warm-up", timeout_s=timeout_s)
@@ -287,11 +298,11 @@ def measure_system(system: System, standin: StandInClient, workload: Workload, *
     for n in range(repeats):
         report.saturation.append(run_phase(system, standin, workload.events(events, f"{tag}-sat{n}"),
                                            name=f"saturation {n + 1}", timeout_s=timeout_s,
-                                           services=services))
+                                           services=services, batch=batch))
     if fixed_s > 0:
         count = max(1, round(fixed_rate * fixed_s))
         report.fixed = run_phase(system, standin, workload.events(count, f"{tag}-fixed"), name="fixed load",
-                                 rate=fixed_rate, timeout_s=timeout_s)
+                                 rate=fixed_rate, timeout_s=timeout_s, batch=batch)
     report.peak_rss_mb = peak_rss_mb(system.pids.values())
     return report
 
@@ -300,6 +311,7 @@ def run_pipeline_bench(
     *, events: int = 2000, baseline_events: int | None = None, repeats: int = 1, latency_ms: float = 50.0,
     fixed_rate: float = 300.0, fixed_s: float = 5.0, baseline: bool = True, workdir: Path | None = None,
     services_mode: Literal["demo", "test"] = "demo", timeout_s: float = 300.0, seed: int = 1,
+    publish_batch: int = 1,
 ) -> BenchReport:
     """Run the benchmark; ``baseline_events`` defaults to a third of ``events`` (the baseline is slow)."""
     started = time.monotonic()
@@ -315,7 +327,7 @@ def run_pipeline_bench(
         with declic_system(env, services.broker_url, services.database_url, work / "logs") as declic:
             pipeline = measure_system(declic, standin.client, workload, events=events, repeats=repeats,
                                       fixed_rate=fixed_rate, fixed_s=fixed_s, timeout_s=timeout_s,
-                                      services=roots)
+                                      services=roots, batch=publish_batch)
         naive = None
         if baseline:
             with naive_system(env, services.broker_url, services.database_url, work / "logs") as system:
@@ -323,7 +335,7 @@ def run_pipeline_bench(
                                        events=baseline_events or max(1, events // 3), repeats=1,
                                        fixed_rate=fixed_rate, fixed_s=fixed_s, timeout_s=timeout_s,
                                        services=roots)
-    return BenchReport(pipeline, naive, fixed_rate, latency_ms, time.monotonic() - started)
+    return BenchReport(pipeline, naive, fixed_rate, latency_ms, time.monotonic() - started, publish_batch)
 
 
 def write_json(report: BenchReport, path: Path) -> None:

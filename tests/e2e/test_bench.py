@@ -32,3 +32,14 @@ def test_bench_runs_both_systems_and_writes_the_figures(tmp_path: Path) -> None:
         assert figures[system]["cpu_ceiling_emails_per_s"] > 0
     assert figures["ratios"]["emails_per_s"] > 0
     assert "emails/s (saturation)" in list(report.table().columns[0].cells)
+
+
+def test_bench_publishes_in_batches_as_the_api_does(tmp_path: Path) -> None:
+    """With --publish-batch the events travel as the batch endpoint sends them (declic.ingest_batch)
+    and their emails as messages of several sends; every one still reaches the stand-in."""
+    report = run_pipeline_bench(events=60, repeats=1, fixed_s=0, baseline=False, publish_batch=20,
+                                services_mode="test", workdir=tmp_path, timeout_s=90)
+    figures = report.as_json()
+    assert figures["setup"]["publish_batch"] == 20 and "baseline" not in figures
+    pipeline = figures["pipeline"]
+    assert pipeline["complete"] is True and pipeline["saturation_emails"] >= pipeline["saturation_events"] == 60
