@@ -21,9 +21,10 @@ from workers.store import Enqueue
 INLINE_QUEUES = frozenset({"send.critical", "send.transactional"})
 
 # Sends per broker message, by queue. A password reset travels alone; receipts in small
-# groups, so a burst still spreads over every worker thread; bulk mail in larger ones. A
+# groups, so a burst still spreads over every worker thread; bulk mail in larger ones (one
+# after the other, a message of ten takes about ten SES round trips: bounded latency). A
 # message of several sends costs one Celery task instead of one per email.
-SENDS_PER_MESSAGE = {"send.critical": 1, "send.transactional": 5, "send.bulk": 25}
+SENDS_PER_MESSAGE = {"send.critical": 1, "send.transactional": 5, "send.bulk": 10}
 # A message of sends hands what it has not reached after this long back to its queue, so a
 # slow SES or a rate wait never brings it near Celery's time limit.
 SEND_BATCH_BUDGET_S = 60.0

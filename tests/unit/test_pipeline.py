@@ -392,7 +392,7 @@ def test_an_unreachable_rate_governor_is_a_retry_not_a_crash(
 def test_sends_travel_a_few_to_a_message_and_each_is_delivered_on_its_own(
     store: Store, catalogue: Catalogue, renderer: Renderer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """enqueue groups sends per queue (critical alone, bulk 25 to a message); the batch task
+    """enqueue groups sends per queue (critical alone, bulk 10 to a message); the batch task
     delivers each, sends a transient failure back alone with its backoff, and hands what it did
     not reach within its time budget back to the queue."""
     from workers import runtime, tasks
@@ -402,11 +402,11 @@ def test_sends_travel_a_few_to_a_message_and_each_is_delivered_on_its_own(
                         lambda args, queue, routing_key, **kw: published.append(("one", args, queue)))
     monkeypatch.setattr(tasks.deliver_sends, "apply_async",
                         lambda args, queue, routing_key, **kw: published.append(("many", args, queue)))
-    bulk = [Enqueue(f"b{n}", "send.bulk") for n in range(30)]
+    bulk = [Enqueue(f"b{n}", "send.bulk") for n in range(15)]
     tasks.enqueue([Enqueue("c1", "send.critical"), *bulk, Enqueue("c2", "send.critical")])
     assert published == [("one", ("c1",), "send.critical"), ("one", ("c2",), "send.critical"),
-                         ("many", ([f"b{n}" for n in range(25)], "send.bulk"), "send.bulk"),
-                         ("many", ([f"b{n}" for n in range(25, 30)], "send.bulk"), "send.bulk")]
+                         ("many", ([f"b{n}" for n in range(10)], "send.bulk"), "send.bulk"),
+                         ("many", ([f"b{n}" for n in range(10, 15)], "send.bulk"), "send.bulk")]
 
     sender = InMemorySender()
     monkeypatch.setattr(runtime, "_deps", make_deps(store, catalogue, renderer, sender))
