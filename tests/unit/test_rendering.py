@@ -110,6 +110,25 @@ def test_templates_cannot_escape_the_sandbox(tmp_path: Path, catalogue: Catalogu
         Renderer(tmp_path, {}).render(flow, flow.all_steps[0], locale="en", variant="a", context=context_for(flow))
 
 
+def test_without_body_txt_the_text_part_is_derived_from_the_html(tmp_path: Path, catalogue: Catalogue) -> None:
+    """A flow with only body.html gets a readable text part: its words and link targets, not the
+    hidden preheader or the markup."""
+    flow = catalogue["welcome"]
+    folder = tmp_path / "welcome" / "en"
+    folder.mkdir(parents=True)
+    (folder / "subject.txt").write_text("Welcome")
+    (folder / "preheader.txt").write_text("Hidden teaser")
+    (folder / "body.html").write_text(
+        '<div style="display:none;max-height:0">{{ preheader }}</div>'
+        '<h1>Welcome</h1><p>Please <a href="{{ data.confirm_url }}">confirm your address</a>.</p>'
+    )
+    email = Renderer(tmp_path, {}).render(flow, flow.all_steps[0], locale="en", variant="a",
+                                          context=context_for(flow))
+    assert "Welcome" in email.text and "confirm your address" in email.text
+    assert flow.sample["data"]["confirm_url"] in email.text
+    assert "Hidden teaser" not in email.text and "<" not in email.text
+
+
 def test_variant_b_has_its_own_subject(renderer: Renderer) -> None:
     """Flows with two variants render a different subject for variant b."""
     two = [f for f in CATALOGUE if len(f.variants) > 1]
