@@ -148,9 +148,11 @@ class Run:
         if self._supervising is not None:
             self._supervising.join(5)
         self.publisher.close()
-        # All at once: a worker in warm shutdown may wait out its grace period (on RabbitMQ, a
-        # thread holding a retry until its ETA), and the scenario's results are already taken.
-        stopping = [threading.Thread(target=process.stop, args=(3,), name=f"stop-{name}")
+        # All at once, with a short grace: a worker in warm shutdown may wait out its grace period
+        # (on RabbitMQ, a thread holding a retry until its ETA), and the scenario's results are
+        # already taken. What a killed process leaves (an unacknowledged message, a transaction
+        # rolled back) is in servers the next scenario empties (``clean``) or a vhost deleted.
+        stopping = [threading.Thread(target=process.stop, args=(1,), name=f"stop-{name}")
                     for name, process in self.processes.items()]
         for thread in stopping:
             thread.start()
