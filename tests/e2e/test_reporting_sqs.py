@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 
-from declic.services import SES_DOMAIN, Services
+from declic.services import SES_DOMAIN, MotoStandIn, Services
 from reporting.aggregate import aggregate
 from reporting.db import Pool
 from reporting.simulator import Behaviour, from_send_requests, notifications, publish
@@ -96,10 +98,28 @@ def test_nothing_is_deleted_when_the_database_is_down(services: Services, db: Po
     assert result.received == len(bodies) and result.stored >= len(bodies)
 
 
-def test_the_demo_act_ends_with_a_trend_table_and_a_report(services: Services, db: Pool, tmp_path: Any) -> None:
+@pytest.fixture
+def own_services(services: Services) -> Iterator[Services]:
+    """The run's services with a moto server of this test's own.
+
+    ``play_engagement`` takes every send its stand-in has seen: on the session's moto that is
+    every email of every earlier test (thousands of SQS messages, depending on test order),
+    on this one only what the test sent. moto keeps one store per process, so the SES events
+    queue is the same queue under this server's address.
+    """
+    moto = MotoStandIn()
+    moto.start()
+    try:
+        yield dataclasses.replace(services, moto=moto, aws_endpoint_url=moto.endpoint_url)
+    finally:
+        moto.stop()
+
+
+def test_the_demo_act_ends_with_a_trend_table_and_a_report(own_services: Services, db: Pool, tmp_path: Any) -> None:
     """`play_engagement` takes the stand-in's sends through SQS to a trend table and an HTML file."""
     from reporting.demo import play_engagement
 
+    services = own_services
     send_emails(services, 5, flow="welcome")
     report = play_engagement(services, tmp_path, history_days=4, per_day=5)
     assert report.stored > 0 and report.table.row_count >= 1

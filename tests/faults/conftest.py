@@ -160,10 +160,17 @@ def fault_env(fault_redis: RestartableRedis, fault_postgres: RestartablePostgres
         # Longer than an SES call (2 s) plus the rate wait, so a live claim is never taken over.
         "DECLIC_SEND_LEASE_S": "8",
         "DECLIC_BROKER_VISIBILITY_TIMEOUT_S": "10",
-        "DECLIC_LOST_AFTER_S": "10",
+        # A send nobody took for 6 s is enqueued again (swept every 3 s): a lost message, or a
+        # claim a killed worker held once its lease is over, is found within 9 s.
+        "DECLIC_LOST_AFTER_S": "6",
         "DECLIC_OUTBOX_GRACE_S": "3",  # an event lost on the broker is published again after 3 s
-        "DECLIC_DELAY_SCALE": str(1 / 86400),  # a day of follow-up delay lasts a second
-        "DECLIC_SES_AMBIGUOUS_WAIT_S": "5",  # read only once the ambiguity fix is in (see docs)
+        # A day of follow-up delay lasts a quarter of a second: the day-2 and day-7 steps fall
+        # due 0.5 s and 1.75 s after their event, still while the scenario's fault is going on,
+        # and the run does not wait 7 s after its last event for them.
+        "DECLIC_DELAY_SCALE": str(1 / (4 * 86400)),
+        # Six times the notifier's delay (0.5 s): SES's Send notification of a message it
+        # accepted is stored long before a worker looks for it.
+        "DECLIC_SES_AMBIGUOUS_WAIT_S": "3",
         "DECLIC_LOG_FORMAT": "json",
         "AWS_ENDPOINT_URL": standin.url,  # nothing reaches real AWS
         "AWS_ENDPOINT_URL_SESV2": standin.url,

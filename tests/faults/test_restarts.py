@@ -15,7 +15,7 @@ from kombu import Connection, Consumer, Exchange, Queue
 from kombu.common import Broadcast
 
 from flows import Catalogue
-from tests.faults.harness import Result, Run, assert_promises, seeded_events, settle
+from tests.faults.harness import Result, Run, assert_promises, paced, seeded_events, settle
 from tests.faults.infra import RabbitVhost, RestartablePostgres, RestartableRedis
 from tests.faults.report import Results
 from workers.app import INGEST_QUEUES, SEND_QUEUES
@@ -34,7 +34,7 @@ def _restart_mid_run(run: Run, catalogue: Catalogue, name: str, restart: Callabl
     stream = seeded_events(catalogue, events, name)
     # About 75 events/s, so the restart lands while events are still being published.
     publishing = threading.Thread(target=run.publish, args=(stream,),
-                                  kwargs={"pace": lambda i: time.sleep(0.0133)}, daemon=True)
+                                  kwargs={"pace": paced(75)}, daemon=True)
     publishing.start()
     time.sleep(3.0)
     held = run.sending_now()

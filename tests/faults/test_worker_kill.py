@@ -9,7 +9,7 @@ import time
 import pytest
 
 from flows import Catalogue
-from tests.faults.harness import BROKERS, Result, Run, assert_promises, seeded_events, settle
+from tests.faults.harness import BROKERS, Result, Run, assert_promises, paced, seeded_events, settle
 from tests.faults.report import Results
 from workers.app import INGEST_QUEUES, QUEUES, SEND_QUEUES
 
@@ -26,7 +26,7 @@ def _kill_repeatedly(run: Run, catalogue: Catalogue, name: str, victim_queues: l
     stream = seeded_events(catalogue, events, "kill")
     # Paced so the run lasts long enough for several kills on two cores (about 75 events/s).
     publishing = threading.Thread(target=run.publish, args=(stream,),
-                                  kwargs={"pace": lambda i: time.sleep(0.0133)}, daemon=True)
+                                  kwargs={"pace": paced(75)}, daemon=True)
     publishing.start()
     rng = random.Random(6)  # a repeatable schedule of kills
     kills: list[tuple[float, list[str]]] = []

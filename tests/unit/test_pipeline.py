@@ -377,11 +377,16 @@ def test_an_unreachable_rate_governor_is_a_retry_not_a_crash(
 ) -> None:
     """When Redis (the shared rate) is down, the send is retried later and nothing is sent meanwhile."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry as RedisRetry
 
     from workers.governor import Governor, GovernorConfig
 
     sender = InMemorySender()
-    down = Governor(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2), GovernorConfig(max_rate=10))
+    # Refused at once, without redis-py's default three reconnections with backoff (3 s): the
+    # governor sees the same ConnectionError either way.
+    unreachable = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=RedisRetry(NoBackoff(), 0))
+    down = Governor(unreachable, GovernorConfig(max_rate=10))
     deps = make_deps(store, catalogue, renderer, sender, governor=down)
     send_id = ingest_one(store, catalogue, sample(catalogue, "welcome"), "welcome")
     outcome = deliver(send_id, deps)
