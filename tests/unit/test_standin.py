@@ -108,20 +108,24 @@ def test_timeout_is_not_accepted_but_accept_then_hang_is(standin: StandIn) -> No
 
 
 def test_the_enforced_rate_refuses_recipients_beyond_the_bucket(standin: StandIn) -> None:
-    """At max_rate 5 recipients/s, a burst of 8 single sends gets 5 through and 3 'Maximum sending rate' 429s."""
+    """At max_rate 5 recipients/s, a burst of 12 single sends gets the bucket's 5 through — plus what
+    refilled while the burst lasted, on a loaded machine — and the rest 'Maximum sending rate' 429s."""
     _control(standin).configure(max_rate=5)
     client = _client(standin.url)
     refused: list[str] = []
-    for n in range(8):
+    started = time.monotonic()
+    for n in range(12):
         try:
             client.send_email(**_request(f"s-{n}"))
         except ClientError as exc:
             refused.append(exc.response["Error"]["Message"])
             assert isinstance(translate(exc), ThrottledError)
-    assert refused == ["Maximum sending rate exceeded."] * 3
+    refilled = int((time.monotonic() - started) * 5)
+    assert 5 <= 12 - len(refused) <= 5 + refilled and refused  # the bucket, never more than it refilled
+    assert set(refused) == {"Maximum sending rate exceeded."}
     time.sleep(0.5)  # half a second refills 2.5 tokens
     client.send_email(**_request("s-later"))
-    assert _control(standin).stats()["rate_limited"] == 3
+    assert _control(standin).stats()["rate_limited"] == len(refused)
 
 
 def test_fault_ratios_are_seeded_and_duplicates_are_counted_per_send_id(standin: StandIn) -> None:
