@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import time
+import traceback
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import kombu.exceptions
 import psycopg
 import psycopg_pool
 import redis
+import structlog
 from celery import Task
 
 from workers import runtime
 from workers.app import app
 from workers.pipeline import Retry, deliver, deliver_claimed, ingest_event
-from workers.store import Enqueue
+from workers.store import Enqueue, Store
+
+log = structlog.get_logger("declic")
 
 INLINE_QUEUES = frozenset({"send.critical", "send.transactional"})
 
@@ -91,13 +96,18 @@ def ingest_one(event: Any, *, inline: bool, due: list[Enqueue] | None = None) ->
     # committed before SES is called and delivered before anything else can fail, so a crash
     # loses nothing and its claim's lease decides who delivers it. Further inline sends are
     # claimed one by one as before, so a failure on the first never holds them up.
-    result = ingest_event(deps.store, deps.catalogue, event, delay_scale=deps.delay_scale,
-                          claim_queues=INLINE_QUEUES if inline else frozenset())
+    try:
+        result = ingest_event(deps.store, deps.catalogue, event, delay_scale=deps.delay_scale,
+                              claim_queues=INLINE_QUEUES if inline else frozenset())
+    except _DATABASE_DOWN:
+        raise  # retried with backoff, the message kept
+    except Exception as exc:  # a fault of ours, not the event's: keep it for a replay once fixed
+        _dead_letter_failed(deps.store, event, exc)
+        _forget_in_outbox(event)
+        return "failed"
     for row in result.claimed if result is not None else ():
         _retry_later(str(row["id"]), str(row["queue"]), deliver_claimed(row, deps))
-    outbox = runtime.outbox()
-    if outbox is not None and isinstance(event, dict) and isinstance(event.get("id"), str):
-        outbox.done(event["id"])  # in Postgres now, as an event or a dead letter
+    _forget_in_outbox(event)
     if result is None:
         return "invalid"
     # The event's other due sends, and a redelivered event's sends still due.
@@ -110,6 +120,27 @@ def ingest_one(event: Any, *, inline: bool, due: list[Enqueue] | None = None) ->
     for item in inline_sends:
         _retry_later(item.send_id, item.queue, deliver(item.send_id, deps))
     return "duplicate" if result.duplicate else "ingested"
+
+
+def _forget_in_outbox(event: Any) -> None:
+    outbox = runtime.outbox()
+    if outbox is not None and isinstance(event, dict) and isinstance(event.get("id"), str):
+        outbox.done(event["id"])  # in Postgres now, as an event or a dead letter
+
+
+def _dead_letter_failed(store: Store, event: Any, exc: Exception) -> None:
+    """An event whose ingest failed unexpectedly becomes a dead letter with the reason, instead
+    of a failed task whose acknowledged message is gone; ``declic dlq replay`` publishes it again.
+
+    The log line names the error's class and where it was raised, never its message, which may
+    quote the event's data; the dead letter, beside the payload in Postgres, keeps the message.
+    """
+    ref = event.get("id") if isinstance(event, dict) and isinstance(event.get("id"), str) else None
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}" if frame else "?"
+    log.error("event_failed", event_id=ref, error=exc.__class__.__name__, where=where)
+    store.dead_letter_event(ref[:255] if ref else None, f"ingest_error: {exc.__class__.__name__} at {where}: {exc}",
+                            event if isinstance(event, dict) else {"raw": repr(event)[:10_000]})
 
 
 def _retry_later(send_id: str, queue: str, outcome: object) -> None:

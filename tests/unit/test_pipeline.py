@@ -430,3 +430,37 @@ def test_sends_travel_a_few_to_a_message_and_each_is_delivered_on_its_own(
     monkeypatch.setattr(tasks, "SEND_BATCH_BUDGET_S", 0.0)
     assert tasks.deliver_sends.run(more, "send.transactional") == "handed_on 2, sent 1"
     assert published == [("many", (more[1:], "send.transactional"), "send.transactional")]
+
+
+def test_an_unexpected_ingest_failure_is_a_dead_letter_not_a_lost_event(
+    store: Store, catalogue: Catalogue, renderer: Renderer, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A fault of ours while ingesting (a bug, not the event's) keeps the event as a dead letter
+    naming the error and where it was raised, for `declic dlq replay`; the log line holds neither
+    the error's message nor the address. The database being down is still retried."""
+    import psycopg
+
+    from workers import runtime, tasks
+
+    monkeypatch.setattr(runtime, "_deps", make_deps(store, catalogue, renderer, InMemorySender()))
+    order = sample(catalogue, "order_confirmation", id="evt-unexpected")
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError(f"boom near {order['contact']['email']}")
+
+    monkeypatch.setattr(tasks, "ingest_event", broken)
+    assert tasks.ingest.run(order) == "failed"
+    [letter] = [d for d in store.dead_letters(reason="ingest_error") if d["ref"] == "evt-unexpected"]
+    assert letter["kind"] == "event" and letter["payload"] == order
+    assert letter["reason"].startswith("ingest_error: RuntimeError at test_pipeline.py:")
+    [line] = [x for x in capsys.readouterr().out.splitlines() if "event_failed" in x]
+    assert "RuntimeError" in line and "evt-unexpected" in line
+    assert order["contact"]["email"] not in line and "boom" not in line
+
+    def down(*args: Any, **kwargs: Any) -> None:
+        raise psycopg.OperationalError("the database is restarting")
+
+    monkeypatch.setattr(tasks, "ingest_event", down)
+    with pytest.raises(psycopg.OperationalError):
+        tasks.ingest_one(order, inline=True)
