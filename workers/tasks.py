@@ -14,11 +14,12 @@ import psycopg
 import psycopg_pool
 import redis
 import structlog
+from botocore.exceptions import BotoCoreError
 from celery import Task
 
 from workers import runtime
 from workers.app import app
-from workers.pipeline import Retry, deliver, deliver_claimed, ingest_event
+from workers.pipeline import Deps, Retry, deliver, deliver_claimed, ingest_event
 from workers.store import Enqueue, Store
 
 log = structlog.get_logger("declic")
@@ -42,6 +43,27 @@ _DATABASE_DOWN = (
 )
 
 
+class WorkerNotReady(Exception):
+    """This process could not build what it works with (its configuration, a client): the task
+    is retried with backoff and its message kept, rather than failed and acknowledged."""
+
+
+_RETRIED = (*_DATABASE_DOWN, WorkerNotReady)
+
+
+def _deps() -> Deps:
+    try:
+        return runtime.deps()
+    except _DATABASE_DOWN:
+        raise
+    except Exception as exc:
+        # botocore says what to set ("You must specify a region"); other messages may quote a
+        # setting's value (a URL with its password), so only their class is told.
+        detail = f"{exc.__class__.__name__}: {exc}" if isinstance(exc, BotoCoreError) else exc.__class__.__name__
+        log.error("worker_not_ready", error=detail)
+        raise WorkerNotReady(f"the worker could not build its clients: {detail}") from exc
+
+
 def enqueue(sends: Iterable[Enqueue]) -> None:
     """Put sends on their queues, grouped per message by SENDS_PER_MESSAGE; called only after
     the transaction that made them committed."""
@@ -61,14 +83,14 @@ def _publish_sends(send_ids: list[str], queue: str) -> None:
         deliver_sends.apply_async(args=(send_ids, queue), queue=queue, routing_key=queue)
 
 
-@app.task(name="declic.ingest", autoretry_for=_DATABASE_DOWN, retry_backoff=1, retry_backoff_max=30,
+@app.task(name="declic.ingest", autoretry_for=_RETRIED, retry_backoff=1, retry_backoff_max=30,
           retry_jitter=True, max_retries=None)
 def ingest(event: Any) -> str:
     """Ingest one event published on the ``events`` queue."""
     return ingest_one(event, inline=True)
 
 
-@app.task(name="declic.ingest_batch", autoretry_for=_DATABASE_DOWN, retry_backoff=1, retry_backoff_max=30,
+@app.task(name="declic.ingest_batch", autoretry_for=_RETRIED, retry_backoff=1, retry_backoff_max=30,
           retry_jitter=True, max_retries=None)
 def ingest_batch(events: list[Any]) -> str:
     """Ingest events published together (the API's batches), one after the other.
@@ -89,7 +111,7 @@ def ingest_batch(events: list[Any]) -> str:
 def ingest_one(event: Any, *, inline: bool, due: list[Enqueue] | None = None) -> str:
     """Ingest one event and deliver or enqueue its due sends; with ``due``, the sends to
     enqueue are added there, for the caller to enqueue once with others."""
-    deps = runtime.deps()
+    deps = _deps()
     inline = inline and deps.inline_sends
     # An event's first due-now critical or transactional send goes out from here, recorded
     # already claimed: no broker hop, no task and no claim statement of its own. It is
@@ -148,17 +170,17 @@ def _retry_later(send_id: str, queue: str, outcome: object) -> None:
         deliver_send.apply_async(args=(send_id,), queue=queue, routing_key=queue, countdown=outcome.delay_s)
 
 
-@app.task(name="declic.send", bind=True, autoretry_for=_DATABASE_DOWN, retry_backoff=1, retry_backoff_max=30,
+@app.task(name="declic.send", bind=True, autoretry_for=_RETRIED, retry_backoff=1, retry_backoff_max=30,
           retry_jitter=True, max_retries=None)
 def deliver_send(self: Task[Any, Any], send_id: str) -> str:
     """Deliver one send; transient SES failures come back after a backoff."""
-    outcome = deliver(str(send_id), runtime.deps())
+    outcome = deliver(str(send_id), _deps())
     if isinstance(outcome, Retry):
         raise self.retry(countdown=outcome.delay_s, max_retries=None)
     return outcome.label
 
 
-@app.task(name="declic.send_batch", autoretry_for=_DATABASE_DOWN, retry_backoff=1, retry_backoff_max=30,
+@app.task(name="declic.send_batch", autoretry_for=_RETRIED, retry_backoff=1, retry_backoff_max=30,
           retry_jitter=True, max_retries=None)
 def deliver_sends(send_ids: list[str], queue: str) -> str:
     """Deliver several sends of one queue, one after the other, each claimed on its own.
@@ -166,7 +188,7 @@ def deliver_sends(send_ids: list[str], queue: str) -> str:
     Each send's transient failure comes back alone after its backoff. Retried whole when the
     database is down: sends already delivered are no longer claimable and cost one statement.
     """
-    deps = runtime.deps()
+    deps = _deps()
     started = time.monotonic()
     outcomes: Counter[str] = Counter()
     for n, send_id in enumerate(send_ids):

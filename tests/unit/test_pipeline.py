@@ -464,3 +464,21 @@ def test_an_unexpected_ingest_failure_is_a_dead_letter_not_a_lost_event(
     monkeypatch.setattr(tasks, "ingest_event", down)
     with pytest.raises(psycopg.OperationalError):
         tasks.ingest_one(order, inline=True)
+
+
+def test_a_worker_that_cannot_build_its_clients_keeps_the_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A misconfigured worker (here: no AWS region) retries its tasks with backoff, keeping their
+    messages, and says what to set; it neither fails nor acknowledges them."""
+    from botocore.exceptions import NoRegionError
+
+    from workers import runtime, tasks
+
+    def unconfigured(settings: Any) -> Deps:
+        raise NoRegionError()
+
+    monkeypatch.setattr(runtime, "_deps", None)
+    monkeypatch.setattr(runtime, "build_deps", unconfigured)
+    with pytest.raises(tasks.WorkerNotReady, match="NoRegionError: You must specify a region"):
+        tasks.ingest_one({"id": "evt-waiting"}, inline=True)
+    for task in (tasks.ingest, tasks.ingest_batch, tasks.deliver_send, tasks.deliver_sends):
+        assert tasks.WorkerNotReady in task.autoretry_for
