@@ -41,8 +41,8 @@ def tree(root: int) -> list[int]:
     return found
 
 
-def pids_running(needle: str) -> list[int]:
-    """Processes whose command line holds ``needle`` (a data directory, a port)."""
+def pids_running(*needles: str) -> list[int]:
+    """Processes whose command line holds every one of ``needles`` (a program, a directory, a port)."""
     found = []
     for entry in _PROC.iterdir():
         if entry.name.isdigit():
@@ -50,7 +50,7 @@ def pids_running(needle: str) -> list[int]:
                 command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except (FileNotFoundError, ProcessLookupError, PermissionError):
                 continue
-            if needle in command:
+            if all(needle in command for needle in needles):
                 found.append(int(entry.name))
     return found
 

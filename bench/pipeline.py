@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote
+from urllib.parse import urlsplit
 
 import structlog
 from rich.table import Table
@@ -185,28 +185,13 @@ def service_roots(services: Services) -> dict[str, list[int]]:
     Shared local services also serve other programs, so they are not measured.
     """
     roots: dict[str, list[int]] = {}
-    if services.sources.get("postgres") == "embedded":
-        socket_dir = unquote(services.database_url.split("host=")[1].split("&")[0])
-        roots["postgres"] = [pid for pid in pids_running(str(Path(socket_dir).parent)) if _is_postmaster(pid)]
+    if services.sources.get("postgres") == "embedded" and services.directory is not None:
+        # The postmaster is started with its data directory (-D), inside the services' folder.
+        roots["postgres"] = pids_running(" -D ", str(services.directory))
     if services.sources.get("redis") == "embedded":
-        port = services.redis_url.rsplit(":", 1)[1].split("/")[0]
-        roots["redis"] = [pid for pid in pids_running(f"127.0.0.1:{port}") if _is_redis(pid)]
+        # redis-server names itself after its address: "redis-server 127.0.0.1:<port>".
+        roots["redis"] = pids_running("redis-server", f"127.0.0.1:{urlsplit(services.redis_url).port}")
     return roots
-
-
-def _is_postmaster(pid: int) -> bool:
-    return b"-D" in _cmdline(pid).split(b"\0")
-
-
-def _is_redis(pid: int) -> bool:
-    return b"redis-server" in _cmdline(pid)
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def _ratios(pipe: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:

@@ -96,6 +96,8 @@ class Services:
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     # How each was provided: "env", "local" (already running here) or "embedded".
     sources: dict[str, str] = field(default_factory=dict)
+    # Where the embedded ones keep their files (and, for Postgres, its data directory).
+    directory: Path | None = None
 
     def env(self) -> dict[str, str]:
         """Variables for a child process (a ``celery worker``) to reach these services."""
@@ -166,6 +168,7 @@ def start_services(
             aws_endpoint_url=moto.endpoint_url,
             moto=moto,
             sources=sources,
+            directory=tmp,
         )
 
 

@@ -106,6 +106,19 @@ class Deps:
     inline_sends: bool = True
 
 
+def event_ref(raw: Any) -> str | None:
+    """The id a message claims to carry, before (or without) validating it."""
+    ref = raw.get("id") if isinstance(raw, dict) else None
+    return ref if isinstance(ref, str) else None
+
+
+def keep_as_dead_letter(store: Store, raw: Any, reason: str) -> None:
+    """Keep an event that was not ingested, as received, with the reason, for a replay."""
+    ref = event_ref(raw)
+    store.dead_letter_event(ref[:255] if ref else None, reason,
+                            raw if isinstance(raw, dict) else {"raw": repr(raw)[:10_000]})
+
+
 def ingest_event(
     store: Store, catalogue: Catalogue, raw: Any, now: datetime | None = None, *, delay_scale: float = 1.0,
     claim_queues: frozenset[str] = frozenset(),
@@ -117,10 +130,8 @@ def ingest_event(
     try:
         event = parse_event(raw if isinstance(raw, dict | str | bytes) else repr(raw))
     except EventInvalid as exc:
-        ref = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
-        payload = raw if isinstance(raw, dict) else {"raw": repr(raw)[:10_000]}
-        store.dead_letter_event(ref[:255] if ref else None, f"invalid_event: {exc}", payload)
-        log.warning("event_refused", event_id=ref, reason="invalid_event", errors=exc.errors[:10])
+        keep_as_dead_letter(store, raw, f"invalid_event: {exc}")
+        log.warning("event_refused", event_id=event_ref(raw), reason="invalid_event", errors=exc.errors[:10])
         return None
     moment = now or datetime.now(UTC)
     result = store.ingest(event, EventPlan(catalogue, event, moment, delay_scale), claim_queues=claim_queues)

@@ -46,12 +46,10 @@ ON CONFLICT (id) DO UPDATE SET
 RETURNING *, (SELECT reason FROM suppressions x WHERE x.email = lower(c.email)) AS suppressed
 """
 
-# The contact's columns under the names LedgerStore.claim gives them in a claimed send's row.
-_CLAIM_CONTACT = {"email": "email", "contact_locale": "locale", "timezone": "timezone",
-                  "attributes": "attributes", "opt_in": "opt_in", "unsubscribed_at": "unsubscribed_at",
-                  "purchases": "purchases", "total_spent": "total_spent",
-                  "last_purchase_at": "last_purchase_at", "last_activity_at": "last_activity_at",
-                  "suppressed": "suppressed"}
+# The contact's columns a claimed send's row carries, as LedgerStore.claim selects them
+# (where the contact's locale is named contact_locale: the send has a locale of its own).
+_CLAIM_CONTACT = ("email", "timezone", "attributes", "opt_in", "unsubscribed_at", "purchases", "total_spent",
+                  "last_purchase_at", "last_activity_at", "suppressed")
 
 
 class IngestStore(StoreBase):
@@ -85,8 +83,8 @@ class IngestStore(StoreBase):
             to_enqueue, claimed = self._insert_sends(conn, planned, event.contact.id, event_id=event.id,
                                                      claim_queues=claim_queues)
             rows = [{**send, "event": inserted["payload"], "received_at": inserted["received_at"],
-                     **{name: contact[column] for name, column in _CLAIM_CONTACT.items()},
-                     "ambiguous_age_s": None} for send in claimed]
+                     **{column: contact[column] for column in _CLAIM_CONTACT},
+                     "contact_locale": contact["locale"], "ambiguous_age_s": None} for send in claimed]
             return IngestResult(False, to_enqueue, len(planned), cancelled, rows)
 
     def known_events(self, event_ids: list[str]) -> set[str]:

@@ -19,7 +19,16 @@ from celery import Task
 
 from workers import runtime
 from workers.app import app
-from workers.pipeline import Deps, Retry, deliver, deliver_claimed, ingest_event
+from workers.pipeline import (
+    Deps,
+    Outcome,
+    Retry,
+    deliver,
+    deliver_claimed,
+    event_ref,
+    ingest_event,
+    keep_as_dead_letter,
+)
 from workers.store import Enqueue, Store
 
 log = structlog.get_logger("declic")
@@ -146,8 +155,9 @@ def ingest_one(event: Any, *, inline: bool, due: list[Enqueue] | None = None) ->
 
 def _forget_in_outbox(event: Any) -> None:
     outbox = runtime.outbox()
-    if outbox is not None and isinstance(event, dict) and isinstance(event.get("id"), str):
-        outbox.done(event["id"])  # in Postgres now, as an event or a dead letter
+    ref = event_ref(event)
+    if outbox is not None and ref is not None:
+        outbox.done(ref)  # in Postgres now, as an event or a dead letter
 
 
 def _dead_letter_failed(store: Store, event: Any, exc: Exception) -> None:
@@ -157,15 +167,13 @@ def _dead_letter_failed(store: Store, event: Any, exc: Exception) -> None:
     The log line names the error's class and where it was raised, never its message, which may
     quote the event's data; the dead letter, beside the payload in Postgres, keeps the message.
     """
-    ref = event.get("id") if isinstance(event, dict) and isinstance(event.get("id"), str) else None
     frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     where = f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}" if frame else "?"
-    log.error("event_failed", event_id=ref, error=exc.__class__.__name__, where=where)
-    store.dead_letter_event(ref[:255] if ref else None, f"ingest_error: {exc.__class__.__name__} at {where}: {exc}",
-                            event if isinstance(event, dict) else {"raw": repr(event)[:10_000]})
+    log.error("event_failed", event_id=event_ref(event), error=exc.__class__.__name__, where=where)
+    keep_as_dead_letter(store, event, f"ingest_error: {exc.__class__.__name__} at {where}: {exc}")
 
 
-def _retry_later(send_id: str, queue: str, outcome: object) -> None:
+def _retry_later(send_id: str, queue: str, outcome: Outcome) -> None:
     if isinstance(outcome, Retry):
         deliver_send.apply_async(args=(send_id,), queue=queue, routing_key=queue, countdown=outcome.delay_s)
 
@@ -189,14 +197,15 @@ def deliver_sends(send_ids: list[str], queue: str) -> str:
     database is down: sends already delivered are no longer claimable and cost one statement.
     """
     deps = _deps()
+    ids = [str(i) for i in send_ids]
     started = time.monotonic()
     outcomes: Counter[str] = Counter()
-    for n, send_id in enumerate(send_ids):
+    for n, send_id in enumerate(ids):
         if n and time.monotonic() - started > SEND_BATCH_BUDGET_S:  # at least one per message
-            _publish_sends([str(i) for i in send_ids[n:]], queue)
-            outcomes["handed_on"] += len(send_ids) - n
+            _publish_sends(ids[n:], queue)
+            outcomes["handed_on"] += len(ids) - n
             break
-        outcome = deliver(str(send_id), deps)
-        _retry_later(str(send_id), queue, outcome)
+        outcome = deliver(send_id, deps)
+        _retry_later(send_id, queue, outcome)
         outcomes[outcome.label] += 1
     return ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
