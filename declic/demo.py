@@ -72,6 +72,11 @@ def eml_from_request(request: dict[str, Any]) -> tuple[bytes, str]:
         message[header["Name"]] = header["Value"]
     message.set_content(simple["Body"]["Text"]["Data"])
     message.add_alternative(simple["Body"]["Html"]["Data"], subtype="html")
+    for attachment in simple.get("Attachments", []):  # as SES will attach them
+        maintype, _, subtype = attachment.get("ContentType", "application/octet-stream").partition("/")
+        data = attachment["RawContent"]
+        message.add_attachment(base64.b64decode(data) if isinstance(data, str) else bytes(data),
+                               maintype=maintype, subtype=subtype, filename=attachment["FileName"])
     return message.as_bytes(), simple["Body"]["Html"]["Data"]
 
 

@@ -1,16 +1,16 @@
 """Turning one outgoing email into SES v2 ``SendEmail`` parameters: pure, no network.
 
-Simple content when the email has no attachments (SES builds the MIME), Raw MIME built here
-when it has. Every send carries the configuration set and the tags ``flow``, ``step``,
-``variant`` and ``send_id`` so each SES notification joins back to its send.
+Always Simple content: SES builds the MIME, attachments included (``Content.Simple.Attachments``,
+https://docs.aws.amazon.com/ses/latest/dg/attachments.html), so no MIME is written here (an
+invoice spent about 3 ms of CPU in ``email.policy`` writing its own). Every send carries the
+configuration set and the tags ``flow``, ``step``, ``variant`` and ``send_id`` so each SES
+notification joins back to its send.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from email.message import EmailMessage
-from email.policy import SMTP
 from email.utils import formataddr
 from typing import Any
 
@@ -51,25 +51,6 @@ def _check_header(name: str, value: str) -> None:
         raise ValueError(f"header {name!r} contains a line break")
 
 
-def build_mime(email: OutgoingEmail) -> bytes:
-    """A multipart/mixed message: text and HTML alternatives, then the attachments."""
-    message = EmailMessage(policy=SMTP)
-    message["From"] = email.from_header
-    message["To"] = email.to
-    message["Subject"] = email.subject
-    if email.reply_to:
-        message["Reply-To"] = email.reply_to
-    for name, value in email.headers.items():
-        _check_header(name, value)
-        message[name] = value
-    message.set_content(email.text, subtype="plain", charset="utf-8")
-    message.add_alternative(email.html, subtype="html", charset="utf-8")
-    for blob in email.attachments:
-        maintype, _, subtype = blob.content_type.partition("/")
-        message.add_attachment(blob.data, maintype=maintype, subtype=subtype, filename=blob.filename)
-    return message.as_bytes()
-
-
 def build_send_request(email: OutgoingEmail) -> dict[str, Any]:
     """The keyword arguments of ``sesv2.send_email`` for this email."""
     _check_header("Subject", email.subject)
@@ -83,9 +64,6 @@ def build_send_request(email: OutgoingEmail) -> dict[str, Any]:
     }
     if email.configuration_set:
         request["ConfigurationSetName"] = email.configuration_set
-    if email.attachments:
-        request["Content"] = {"Raw": {"Data": build_mime(email)}}
-        return request
     if email.reply_to:
         request["ReplyToAddresses"] = [email.reply_to]
     simple: dict[str, Any] = {
@@ -99,5 +77,14 @@ def build_send_request(email: OutgoingEmail) -> dict[str, Any]:
         for name, value in email.headers.items():
             _check_header(name, value)
         simple["Headers"] = [{"Name": k, "Value": v} for k, v in email.headers.items()]
+    for blob in email.attachments:
+        _check_header("FileName", blob.filename)  # SES writes both into the attachment's headers
+        _check_header("ContentType", blob.content_type)
+    if email.attachments:
+        simple["Attachments"] = [
+            {"FileName": blob.filename, "ContentType": blob.content_type, "ContentDisposition": "ATTACHMENT",
+             "ContentTransferEncoding": "BASE64", "RawContent": blob.data}
+            for blob in email.attachments
+        ]
     request["Content"] = {"Simple": simple}
     return request

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import email
+import base64
 import json
-from email import policy
 from typing import Any
 
 import pytest
@@ -49,18 +48,17 @@ def test_order_event_becomes_the_expected_email(
 def test_invoice_arrives_with_its_pdf(
     worker: WorkerProcess, publisher: Publisher, services: Services, store: Store, catalogue: Catalogue
 ) -> None:
-    """An invoice goes out as Raw MIME whose attachment is the event's PDF."""
+    """An invoice reaches SES with the event's PDF as an attachment of its Simple content."""
     event = fresh(catalogue["invoice"].sample)
     publisher.publish(event)
     [send] = final_sends(store, event["id"], "invoice")
     assert send["state"] == "sent", send["reason"]
-    [stored] = [m for m in services.moto.sent_messages() if m.message_id == send["ses_message_id"]]
-    assert stored.raw_data is not None
-    message = email.message_from_string(stored.raw_data, policy=policy.default)
-    [attachment] = list(message.iter_attachments())
-    assert attachment.get_filename() == event["data"]["pdf"]["filename"]
-    assert attachment.get_content().startswith(b"%PDF")
-    assert message["To"] == event["contact"]["email"]
+    [request] = [r for r in services.moto.send_requests() if r.get("MessageId") == send["ses_message_id"]]
+    assert request["Destination"]["ToAddresses"] == [event["contact"]["email"]]
+    [attachment] = request["Content"]["Simple"]["Attachments"]
+    assert attachment["FileName"] == event["data"]["pdf"]["filename"]
+    assert attachment["ContentType"] == "application/pdf"
+    assert base64.b64decode(attachment["RawContent"]).startswith(b"%PDF")
 
 
 def test_same_event_published_twice_sends_once(

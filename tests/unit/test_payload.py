@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import email
-from email import policy
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 
 from workers.errors import PermanentSendError, ThrottledError, TransientSendError
-from workers.payload import AttachmentBlob, OutgoingEmail, build_mime, build_send_request
+from workers.payload import AttachmentBlob, OutgoingEmail, build_send_request
 from workers.ses import InMemorySender, translate
 
 TAGS = {"flow": "invoice", "step": "main", "variant": "a", "send_id": "5b1c6f0e-0000-4000-8000-000000000001"}
@@ -53,23 +51,30 @@ def test_simple_request_is_exact() -> None:
     }
 
 
-def test_attachments_make_a_raw_mime_message() -> None:
-    """With a PDF the request is Raw MIME: text and HTML alternatives plus the attachment."""
+def test_attachments_ride_in_simple_content() -> None:
+    """With a PDF the request stays Simple: SES builds the MIME from the text, the HTML and the attachment."""
     pdf = AttachmentBlob("facture-F-2026-0042.pdf", "application/pdf", b"%PDF-1.4 fake")
     request = build_send_request(outgoing(attachments=(pdf,), reply_to="help@shop.example.com"))
-    raw = request["Content"]["Raw"]["Data"]
-    assert "Simple" not in request["Content"]
+    assert "Raw" not in request["Content"]
+    assert request["ReplyToAddresses"] == ["help@shop.example.com"]
     assert request["EmailTags"][3] == {"Name": "send_id", "Value": TAGS["send_id"]}
-    message = email.message_from_bytes(raw, policy=policy.default)
-    assert message.get_content_type() == "multipart/mixed"
-    assert message["Subject"] == "Votre facture F-2026-0042"
-    assert message["Reply-To"] == "help@shop.example.com"
-    assert str(message["From"]) == "Maison Lumière <billing@shop.example.com>"
-    body = message.get_body(("html",))
-    assert body is not None and "Bonjour Jeanne" in body.get_content()
-    [attachment] = list(message.iter_attachments())
-    assert attachment.get_filename() == "facture-F-2026-0042.pdf"
-    assert attachment.get_content() == b"%PDF-1.4 fake"
+    simple = request["Content"]["Simple"]
+    assert simple["Body"]["Html"]["Data"] == "<p>Bonjour Jeanne</p>"
+    assert simple["Attachments"] == [{
+        "FileName": "facture-F-2026-0042.pdf", "ContentType": "application/pdf", "ContentDisposition": "ATTACHMENT",
+        "ContentTransferEncoding": "BASE64", "RawContent": b"%PDF-1.4 fake",
+    }]
+
+
+def test_an_attachment_request_is_one_ses_accepts() -> None:
+    """botocore's own validation of SendEmail (the model SES publishes) accepts the attachment request."""
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    model = botocore.session.get_session().get_service_model("sesv2").operation_model("SendEmail").input_shape
+    pdf = AttachmentBlob("facture.pdf", "application/pdf", b"%PDF-1.4 fake")
+    report = ParamValidator().validate(build_send_request(outgoing(attachments=(pdf,))), model)
+    assert not report.has_errors(), report.generate_report()
 
 
 def test_header_injection_is_impossible() -> None:
@@ -77,7 +82,10 @@ def test_header_injection_is_impossible() -> None:
     with pytest.raises(ValueError, match="line break"):
         build_send_request(outgoing(subject="Hello\r\nBcc: victim@example.org"))
     with pytest.raises(ValueError, match="line break"):
-        build_mime(outgoing(headers={"List-Unsubscribe": "<https://x>\nBcc: v@example.org"}))
+        build_send_request(outgoing(headers={"List-Unsubscribe": "<https://x>\nBcc: v@example.org"}))
+    with pytest.raises(ValueError, match="line break"):
+        pdf = AttachmentBlob("facture.pdf\r\nBcc: v@example.org", "application/pdf", b"%PDF")
+        build_send_request(outgoing(attachments=(pdf,)))
 
 
 def test_tag_values_are_checked() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -210,13 +211,16 @@ def test_abandoned_claim_is_taken_over_after_the_lease(store: Store, catalogue: 
 
 
 @pytest.mark.parametrize("flow", ["invoice"])
-def test_invoice_goes_raw_with_its_pdf(flow: str, store: Store, catalogue: Catalogue, renderer: Renderer) -> None:
-    """The invoice flow attaches the PDF from the event, so SES gets Raw MIME."""
+def test_invoice_carries_its_pdf(flow: str, store: Store, catalogue: Catalogue, renderer: Renderer) -> None:
+    """The invoice flow attaches the PDF from the event, for SES to build into the message."""
     sender = InMemorySender()
-    send_id = ingest_one(store, catalogue, sample(catalogue, flow), flow)
+    event = sample(catalogue, flow)
+    send_id = ingest_one(store, catalogue, event, flow)
     assert isinstance(deliver(send_id, make_deps(store, catalogue, renderer, sender)), Sent)
-    raw = sender.sent[0]["Content"]["Raw"]["Data"]
-    assert b"application/pdf" in raw and b"%PDF" not in raw  # base64-encoded in the MIME part
+    [attachment] = sender.sent[0]["Content"]["Simple"]["Attachments"]
+    assert attachment["FileName"] == event["data"]["pdf"]["filename"]
+    assert attachment["ContentType"] == "application/pdf"
+    assert attachment["RawContent"] == base64.b64decode(event["data"]["pdf"]["content_base64"])
 
 
 def test_replaying_a_dead_letter_never_resends(store: Store, catalogue: Catalogue, renderer: Renderer) -> None:

@@ -53,10 +53,20 @@ def _boto3_body(sender: SesSender, request: dict[str, Any]) -> tuple[dict[str, A
     return json.loads(captured["request"].body), captured["request"]
 
 
+def _with_attachment() -> dict[str, Any]:
+    request = _request()
+    request["Content"]["Simple"]["Attachments"] = [
+        {"FileName": "facture-F-2026-0042.pdf", "ContentType": "application/pdf", "ContentDisposition": "ATTACHMENT",
+         "ContentTransferEncoding": "BASE64", "RawContent": b"%PDF-1.4\n\xe2\xe3\xcf\xd3"},
+    ]
+    return request
+
+
 def test_the_body_is_the_one_boto3_sends(standin: StandIn) -> None:
-    """Simple and Raw requests encode to the JSON boto3 serialises (Raw data base64), non-ASCII intact."""
+    """Simple (with and without attachments) and Raw requests encode to the JSON boto3 serialises
+    (blobs base64), non-ASCII intact."""
     sender = SesSender(timeout_s=5)
-    for request in (_request(), _request(raw=b"From: a@b\r\n\r\n\xc3\xa9t\xc3\xa9")):
+    for request in (_request(), _with_attachment(), _request(raw=b"From: a@b\r\n\r\n\xc3\xa9t\xc3\xa9")):
         expected, _ = _boto3_body(sender, request)
         assert json.loads(encode_send_email(request)) == expected
 
