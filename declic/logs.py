@@ -59,3 +59,9 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(message)s", force=True)
+    # Celery's own "Task ... received" and "... succeeded in" lines at INFO repeat what
+    # Déclic's event_ingested and email_sent lines say, at two lines of CPU per task; its
+    # warnings and errors (a failed or retried task) still show. DEBUG keeps them all.
+    quiet = logging.WARNING if logging.getLevelName(level.upper()) == logging.INFO else logging.NOTSET
+    for name in ("celery.app.trace", "celery.worker.strategy"):
+        logging.getLogger(name).setLevel(quiet)

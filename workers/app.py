@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
@@ -90,6 +91,15 @@ def _configure(sender: Celery, **_: Any) -> None:
 def _setup_logging(**_: Any) -> None:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+
+
+@signals.task_retry.connect
+def _log_retry(sender: Any = None, reason: Any = None, **_: Any) -> None:
+    # Celery's own retry line is quiet at INFO (declic.logs); this one names the task and the
+    # error's class, never its message, which may quote data or a URL with its password.
+    structlog.get_logger("declic").warning(
+        "task_retrying", task=getattr(sender, "name", None), error=reason.__class__.__name__
+    )
 
 
 app.autodiscover_tasks(["workers", "reporting"], related_name="tasks", force=True)

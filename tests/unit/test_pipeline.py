@@ -486,3 +486,36 @@ def test_a_worker_that_cannot_build_its_clients_keeps_the_message(monkeypatch: p
         tasks.ingest_one({"id": "evt-waiting"}, inline=True)
     for task in (tasks.ingest, tasks.ingest_batch, tasks.deliver_send, tasks.deliver_sends):
         assert tasks.WorkerNotReady in task.autoretry_for
+
+
+def test_celery_per_task_lines_are_quiet_at_info_and_retries_still_say_so(capsys: pytest.CaptureFixture[str]) -> None:
+    """At INFO, Celery's "received" and "succeeded" lines (which repeat event_ingested and
+    email_sent) are off; a retried task still logs task_retrying with the error's class only.
+    DEBUG shows Celery's lines again."""
+    import logging
+
+    import psycopg
+    import structlog
+    from celery import signals
+
+    from declic.logs import configure
+    from workers import tasks
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure("INFO", "json")
+        assert not logging.getLogger("celery.app.trace").isEnabledFor(logging.INFO)
+        assert not logging.getLogger("celery.worker.strategy").isEnabledFor(logging.INFO)
+        assert logging.getLogger("celery.app.trace").isEnabledFor(logging.WARNING)
+        down = psycopg.OperationalError("connection to postgresql://declic:s3cret@db failed")
+        signals.task_retry.send(sender=tasks.ingest, request=None, reason=down, einfo=None)
+        [line] = [x for x in capsys.readouterr().err.splitlines() if "task_retrying" in x]
+        assert "declic.ingest" in line and "OperationalError" in line and "s3cret" not in line
+        configure("DEBUG", "json")
+        assert logging.getLogger("celery.app.trace").isEnabledFor(logging.INFO)
+    finally:  # the rest of the suite runs with structlog's and logging's defaults
+        structlog.reset_defaults()
+        root.handlers[:], root.level = handlers, level
+        for name in ("celery.app.trace", "celery.worker.strategy"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
