@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic.networks import validate_email
 
+from events.encoding import json_bytes
 from events.types import BUILTIN_DATA_MODELS
 
 MAX_EVENT_BYTES = 1_000_000
@@ -213,7 +214,7 @@ def parse_event(raw: dict[str, Any] | str | bytes) -> Event:
         except ValidationError as exc:
             raise EventInvalid(_errors(exc, ("data",))) from exc
         event = event.model_copy(update={"data": data})
-    size = len(json.dumps(event.to_json(), separators=(",", ":")))
+    size = len(json_bytes(event.to_json()))  # UTF-8 bytes, as stored and as sent
     if size > MAX_EVENT_BYTES:
         raise EventInvalid([{"field": "(event)", "message": f"{size} bytes, larger than 1 MB"}])
     return event
