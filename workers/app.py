@@ -93,6 +93,20 @@ def _setup_logging(**_: Any) -> None:
     configure_logging(settings.log_level, settings.log_format)
 
 
+# A worker started with a setting missing would take messages only to retry them forever.
+EX_CONFIG = 78  # sysexits.h: "configuration error", so a supervisor can tell it from a crash
+
+
+@signals.worker_init.connect
+def _refuse_to_start_misconfigured(**_: Any) -> None:
+    from workers.runtime import preflight
+
+    problems = preflight(get_settings())
+    if problems:
+        structlog.get_logger("declic").error("worker_cannot_start", problems=problems)
+        raise SystemExit(EX_CONFIG)
+
+
 @signals.task_retry.connect
 def _log_retry(sender: Any = None, reason: Any = None, **_: Any) -> None:
     # Celery's own retry line is quiet at INFO (declic.logs); this one names the task and the

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import threading
 
+import boto3
 import redis
+from botocore.exceptions import BotoCoreError
 
 from declic.settings import Settings, get_settings
 from events.outbox import Outbox
 from events.publisher import OUTBOX_QUEUES
-from flows.loader import load_catalogue
+from flows.loader import CatalogueInvalid, load_catalogue
 from workers.attachments import S3ObjectStore
+from workers.errors import ConfigurationError
 from workers.governor import Governor, GovernorConfig, account_max_rate
 from workers.pipeline import Deps
 from workers.rendering import Renderer
@@ -60,6 +63,35 @@ def build_deps(settings: Settings) -> Deps:
         ambiguous_wait_s=settings.ses_ambiguous_wait_s,
         inline_sends=settings.inline_sends,
     )
+
+
+def preflight(settings: Settings) -> list[str]:
+    """What stops this worker from doing any work, each with what to set; empty when it can start.
+
+    Only what no retry can fix: the signing key, the catalogue, the templates, an AWS region
+    and credentials. Postgres, Redis and SES being unreachable are not checked: those come
+    back, and the tasks retry until they do.
+    """
+    problems: list[str] = []
+    try:
+        settings.require_secret_key()
+    except ConfigurationError as exc:
+        problems.append(str(exc))
+    try:
+        load_catalogue(settings.flows_dir)
+    except CatalogueInvalid as exc:
+        problems += [f"flow catalogue (DECLIC_FLOWS_DIR): {problem}" for problem in exc.problems]
+    if not settings.templates_dir.is_dir():
+        problems.append(f"no templates directory at {settings.templates_dir}: set DECLIC_TEMPLATES_DIR")
+    try:
+        session = boto3.session.Session()
+        session.client("sesv2")  # resolves the region (and the endpoint) as every send will
+        if session.get_credentials() is None:
+            problems.append("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                            "AWS_PROFILE, or run with an instance or task role")
+    except BotoCoreError as exc:  # botocore says what to set ("You must specify a region")
+        problems.append(f"SES client: {str(exc).rstrip('.')}; set AWS_DEFAULT_REGION (or region in the AWS profile)")
+    return problems
 
 
 def deps() -> Deps:
