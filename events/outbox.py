@@ -120,8 +120,18 @@ class Outbox:
 
     def done(self, event_id: str) -> None:
         """The event is in Postgres (ingested, a duplicate, or dead-lettered): stop watching it."""
+        self.done_many([event_id])
+
+    def done_many(self, event_ids: Sequence[str]) -> None:
+        """:meth:`done` for many events, in one round trip (an ingested batch)."""
         keys = [self._bodies, self._marks, *(self._set(q) for q in self.queues)]
-        self._done(keys=keys, args=[event_id, *self.queues])
+        if len(event_ids) == 1:
+            self._done(keys=keys, args=[event_ids[0], *self.queues])
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for event_id in event_ids:
+            self._done(keys=keys, args=[event_id, *self.queues], client=pipe)
+        pipe.execute()
 
     def retried(self, event_id: str, queue: str) -> None:
         """An overdue envelope was published again: its clock starts over."""

@@ -6,6 +6,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,15 +112,24 @@ def ingest_batch(events: list[Any]) -> str:
     """
     if not isinstance(events, list):
         return ingest_one(events, inline=False)
-    due: list[Enqueue] = []
-    outcomes = Counter(ingest_one(event, inline=False, due=due) for event in events)
-    enqueue(due)
+    batch = Batch()
+    outcomes = Counter(ingest_one(event, inline=False, batch=batch) for event in events)
+    enqueue(batch.due)
+    _forget_in_outbox(*batch.in_postgres)
     return ", ".join(f"{n} {label}" for label, n in sorted(outcomes.items()))
 
 
-def ingest_one(event: Any, *, inline: bool, due: list[Enqueue] | None = None) -> str:
-    """Ingest one event and deliver or enqueue its due sends; with ``due``, the sends to
-    enqueue are added there, for the caller to enqueue once with others."""
+@dataclass
+class Batch:
+    """What the events of one message leave to do once they are all ingested, in one go each."""
+
+    due: list[Enqueue] = field(default_factory=list)  # sends to put on their queues
+    in_postgres: list[Any] = field(default_factory=list)  # events to stop watching in the outbox
+
+
+def ingest_one(event: Any, *, inline: bool, batch: Batch | None = None) -> str:
+    """Ingest one event and deliver or enqueue its due sends; with ``batch``, what is left to
+    enqueue and to forget in the outbox is added there, for the caller to do once for all."""
     deps = _deps()
     inline = inline and deps.inline_sends
     # An event's first due-now critical or transactional send goes out from here, recorded
@@ -138,26 +148,29 @@ def ingest_one(event: Any, *, inline: bool, due: list[Enqueue] | None = None) ->
         return "failed"
     for row in result.claimed if result is not None else ():
         _retry_later(str(row["id"]), str(row["queue"]), deliver_claimed(row, deps))
-    _forget_in_outbox(event)
+    if batch is None:
+        _forget_in_outbox(event)
+    else:
+        batch.in_postgres.append(event)
     if result is None:
         return "invalid"
     # The event's other due sends, and a redelivered event's sends still due.
     inline_sends = [item for item in result.to_enqueue if inline and item.queue in INLINE_QUEUES]
     queued = [item for item in result.to_enqueue if item not in inline_sends]
-    if due is None:
+    if batch is None:
         enqueue(queued)
     else:
-        due.extend(queued)
+        batch.due.extend(queued)
     for item in inline_sends:
         _retry_later(item.send_id, item.queue, deliver(item.send_id, deps))
     return "duplicate" if result.duplicate else "ingested"
 
 
-def _forget_in_outbox(event: Any) -> None:
+def _forget_in_outbox(*events: Any) -> None:
     outbox = runtime.outbox()
-    ref = event_ref(event)
-    if outbox is not None and ref is not None:
-        outbox.done(ref)  # in Postgres now, as an event or a dead letter
+    refs = [ref for ref in map(event_ref, events) if ref is not None]
+    if outbox is not None and refs:
+        outbox.done_many(refs)  # in Postgres now, as events or dead letters
 
 
 def _dead_letter_failed(store: Store, event: Any, exc: Exception) -> None:

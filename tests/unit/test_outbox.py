@@ -47,6 +47,32 @@ def test_recorded_until_done_and_done_raises_the_watermark(outbox: Outbox) -> No
     outbox.done("never-recorded")  # harmless
 
 
+def test_a_batch_is_forgotten_in_one_round_trip(outbox: Outbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``done_many`` forgets every event of an ingested batch, across both queues, raising each
+    queue's watermark to its newest, in one pipeline; an id never recorded is harmless."""
+    critical, events = outbox.queues
+    ids = [f"ev-{n}" for n in range(5)]
+    outbox.record_many(events, [(i, envelope(i)) for i in ids[:4]])
+    outbox.record(ids[4], critical, envelope(ids[4]))
+    newest = {q: max(s for _, s in outbox.client.zrange(f"declic:outbox:{q}", 0, -1, withscores=True))
+              for q in (critical, events)}
+    round_trips: list[int] = []
+    execute = type(outbox.client.pipeline()).execute
+
+    def counted(pipe: Any, *args: Any, **kwargs: Any) -> Any:
+        round_trips.append(len(pipe.command_stack))
+        return execute(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(type(outbox.client.pipeline()), "execute", counted)
+    outbox.done_many([*ids, "never-recorded"])
+
+    assert round_trips == [6]
+    assert outbox.pending() == 0
+    assert not any(outbox.client.hget("declic:outbox:bodies", i) for i in ids)
+    for queue, score in newest.items():
+        assert float(outbox.client.hget("declic:outbox:watermarks", queue) or 0) == score
+
+
 def test_overdue_when_its_queue_is_empty(outbox: Outbox) -> None:
     queue = outbox.queues[0]
     outbox.record("ev-lost", queue, envelope("ev-lost"))

@@ -436,6 +436,36 @@ def test_sends_travel_a_few_to_a_message_and_each_is_delivered_on_its_own(
     assert published == [("many", (more[1:], "send.transactional"), "send.transactional")]
 
 
+def test_a_batch_message_enqueues_and_forgets_once_for_all_its_events(
+    store: Store, catalogue: Catalogue, renderer: Renderer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An API batch: every event ingested (the invalid one a dead letter), their due sends put on
+    the queues a few to a message, and all of them forgotten in the outbox in one call."""
+    from workers import runtime, tasks
+
+    class Outbox:
+        def __init__(self) -> None:
+            self.calls: list[list[str]] = []
+
+        def done_many(self, refs: list[str]) -> None:
+            self.calls.append(list(refs))
+
+    outbox = Outbox()
+    published: list[tuple[Any, str]] = []
+    monkeypatch.setattr(runtime, "_deps", make_deps(store, catalogue, renderer, InMemorySender()))
+    monkeypatch.setattr(runtime, "outbox", lambda: outbox)
+    monkeypatch.setattr(tasks.deliver_sends, "apply_async",
+                        lambda args, queue, routing_key, **kw: published.append((args, queue)))
+    monkeypatch.setattr(tasks.deliver_send, "apply_async",
+                        lambda args, queue, routing_key, **kw: published.append((args, queue)))
+    events = [sample(catalogue, "order_confirmation", id=f"api-{n}") for n in range(3)]
+    invalid = {"id": "api-bad", "type": "purchase"}
+    assert tasks.ingest_batch.run([*events, invalid]) == "3 ingested, 1 invalid"
+    assert outbox.calls == [["api-0", "api-1", "api-2", "api-bad"]]
+    [(args, queue)] = published
+    assert queue == "send.transactional" and len(args[0]) == 3
+
+
 def test_an_unexpected_ingest_failure_is_a_dead_letter_not_a_lost_event(
     store: Store, catalogue: Catalogue, renderer: Renderer, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
