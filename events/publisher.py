@@ -23,6 +23,7 @@ from typing import Any
 
 from kombu import Connection, Exchange, Queue
 
+from events import redis_transport
 from events.encoding import json_bytes
 from events.envelope import Event, parse_event
 from events.outbox import Outbox, Overdue, applies_to
@@ -76,7 +77,9 @@ class Publisher:
         amqp = broker_url.startswith(("amqp", "pyamqp"))
         transport_options = {"confirm_publish": True} if amqp else {}
         self._connection = Connection(
-            broker_url, connect_timeout=timeout_s, transport_options=transport_options
+            broker_url, connect_timeout=timeout_s, transport_options=transport_options,
+            # redis:// only, as the workers: rediss:// keeps kombu's own, which checks its TLS options.
+            transport=redis_transport.TRANSPORT if broker_url.startswith("redis://") else None,
         )
         self._retries = retries
         # Declared exactly as the workers declare it (a quorum queue on RabbitMQ), or the
@@ -181,15 +184,20 @@ class Publisher:
     def _publish(self, payload: str, headers: dict[str, Any], task_id: str, queue: Queue) -> None:
         if self._producer is None:
             self._producer = self._connection.Producer()
+            # Declared once per connection (a reconnect makes a new producer), not per message:
+            # kombu copies and binds a declared queue on every publish that names it.
+            for declared in self._queues.values():
+                declared(self._producer.channel).declare()
         self._producer.publish(
             payload,
             content_type="application/json",
             content_encoding="utf-8",
             headers=headers,
             correlation_id=task_id,
-            exchange=queue.exchange,
-            routing_key=queue.routing_key,
-            declare=[queue],
+            # The default exchange, which routes by queue name: on Redis kombu would otherwise
+            # read the named exchange's bindings (a round trip) for every message.
+            exchange="",
+            routing_key=queue.name,
             delivery_mode=2,
             retry=True,
             retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0},

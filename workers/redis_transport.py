@@ -29,22 +29,22 @@ The fix: a channel whose kombu connection was collected raises a connection erro
 which Celery handles as the lost connection it is, and the worker reconnects. The messages it
 could not restore stay in Redis's ``unacked`` hash, where every worker's periodic sweep
 restores them after ``visibility_timeout`` — as for a worker that was killed. Selected by
-``broker_transport`` in :mod:`workers.app` for ``redis://`` brokers; nothing else changes.
+``broker_transport`` in :mod:`workers.app` for ``redis://`` brokers. It builds on the SDK's
+transport (:mod:`events.redis_transport`: one redis-py client per connection pool).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import redis
-from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from events import redis_transport
 
-class Channel(kombu_redis.Channel):
-    """kombu's Redis channel; a collected connection is a connection error, not an AttributeError."""
+
+class Channel(redis_transport.Channel):
+    """The SDK's Redis channel (one client per pool); a collected connection is a connection
+    error, not an AttributeError."""
 
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
         if self.connection.client is None:
@@ -52,26 +52,8 @@ class Channel(kombu_redis.Channel):
         params: dict[str, Any] = super()._connparams(asynchronous=asynchronous)  # type: ignore[misc]  # private to kombu, not in its stubs
         return params
 
-    _shared: tuple[Any, redis.Redis] | None = None
 
-    @contextmanager
-    def conn_or_acquire(self, client: redis.Redis | None = None) -> Iterator[redis.Redis]:
-        """kombu builds a new ``redis.Redis`` around the channel's pool for every message it
-        marks unacknowledged and every ack (redis-py's constructor is a tenth of a worker's
-        messaging CPU). One client per pool does the same: it is a thread-safe wrapper of that
-        pool, and a new pool (after a reconnect) gets a new one."""
-        if client is not None:
-            yield client
-            return
-        pool = self.pool
-        shared = self._shared
-        if shared is None or shared[0] is not pool:
-            shared = (pool, self._create_client())  # type: ignore[attr-defined]  # private to kombu
-            self._shared = shared
-        yield shared[1]
-
-
-class Transport(kombu_redis.Transport):
+class Transport(redis_transport.Transport):
     """kombu's Redis transport with :class:`Channel`."""
 
     Channel = Channel
