@@ -124,6 +124,36 @@ def test_the_sdk_records_before_publishing_on_redis_only(own_broker: str) -> Non
     assert Publisher("amqp://guest:guest@127.0.0.1:5672//", outbox=None).outbox is None
 
 
+def test_the_sdk_reuses_one_redis_client_and_lands_on_the_queue_list(
+    own_broker: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fifty publications build at most two redis-py clients in all (the shared one, and the
+    one kombu's channel keeps for declarations), where kombu alone builds two per message; each
+    is a Celery ingest message on the ``events`` list the workers read."""
+    import redis
+
+    from events import redis_transport
+
+    built: list[object] = []
+    create = redis_transport.Channel._create_client  # type: ignore[attr-defined]
+
+    def counted(channel: object, *args: Any, **kwargs: Any) -> Any:
+        built.append(channel)
+        return create(channel, *args, **kwargs)
+
+    monkeypatch.setattr(redis_transport.Channel, "_create_client", counted)
+    ids = [f"ev-{uuid.uuid4()}" for _ in range(50)]
+    with Publisher(own_broker) as publisher:
+        for event_id in ids:
+            publisher.publish(envelope(event_id))
+    assert len(built) <= 2
+    with redis.Redis.from_url(own_broker) as client:
+        messages = [json.loads(m) for m in client.lrange("events", 0, -1)]
+    assert len(messages) == 50
+    assert {m["headers"]["task"] for m in messages} == {"declic.ingest"}
+    assert {m["properties"]["delivery_info"]["routing_key"] for m in messages} == {"events"}
+
+
 def test_the_sweep_republishes_the_lost_and_forgets_the_ingested(outbox: Outbox, store: Store) -> None:
     queue = outbox.queues[1]
     for event_id in ("ev-ingested", "ev-lost"):
