@@ -51,6 +51,13 @@ def _check_header(name: str, value: str) -> None:
         raise ValueError(f"header {name!r} contains a line break")
 
 
+def _attachment(blob: AttachmentBlob) -> dict[str, Any]:
+    _check_header("FileName", blob.filename)  # SES writes both into the attachment's headers
+    _check_header("ContentType", blob.content_type)
+    return {"FileName": blob.filename, "ContentType": blob.content_type, "ContentDisposition": "ATTACHMENT",
+            "ContentTransferEncoding": "BASE64", "RawContent": blob.data}
+
+
 def build_send_request(email: OutgoingEmail) -> dict[str, Any]:
     """The keyword arguments of ``sesv2.send_email`` for this email."""
     _check_header("Subject", email.subject)
@@ -77,14 +84,7 @@ def build_send_request(email: OutgoingEmail) -> dict[str, Any]:
         for name, value in email.headers.items():
             _check_header(name, value)
         simple["Headers"] = [{"Name": k, "Value": v} for k, v in email.headers.items()]
-    for blob in email.attachments:
-        _check_header("FileName", blob.filename)  # SES writes both into the attachment's headers
-        _check_header("ContentType", blob.content_type)
     if email.attachments:
-        simple["Attachments"] = [
-            {"FileName": blob.filename, "ContentType": blob.content_type, "ContentDisposition": "ATTACHMENT",
-             "ContentTransferEncoding": "BASE64", "RawContent": blob.data}
-            for blob in email.attachments
-        ]
+        simple["Attachments"] = [_attachment(blob) for blob in email.attachments]
     request["Content"] = {"Simple": simple}
     return request

@@ -100,6 +100,14 @@ def ingest(event: Any) -> str:
     return ingest_one(event, inline=True)
 
 
+@dataclass
+class Batch:
+    """What the events of one message leave to do once they are all ingested, in one go each."""
+
+    due: list[Enqueue] = field(default_factory=list)  # sends to put on their queues
+    in_postgres: list[Any] = field(default_factory=list)  # events to stop watching in the outbox
+
+
 @app.task(name="declic.ingest_batch", autoretry_for=_RETRIED, retry_backoff=1, retry_backoff_max=30,
           retry_jitter=True, max_retries=None)
 def ingest_batch(events: list[Any]) -> str:
@@ -119,19 +127,14 @@ def ingest_batch(events: list[Any]) -> str:
     return ", ".join(f"{n} {label}" for label, n in sorted(outcomes.items()))
 
 
-@dataclass
-class Batch:
-    """What the events of one message leave to do once they are all ingested, in one go each."""
-
-    due: list[Enqueue] = field(default_factory=list)  # sends to put on their queues
-    in_postgres: list[Any] = field(default_factory=list)  # events to stop watching in the outbox
-
-
 def ingest_one(event: Any, *, inline: bool, batch: Batch | None = None) -> str:
     """Ingest one event and deliver or enqueue its due sends; with ``batch``, what is left to
     enqueue and to forget in the outbox is added there, for the caller to do once for all."""
     deps = _deps()
     inline = inline and deps.inline_sends
+    # Once the event is in Postgres (ingested, a duplicate or a dead letter), the outbox stops
+    # watching it: now, or with the rest of its batch.
+    in_postgres = _forget_in_outbox if batch is None else batch.in_postgres.append
     # An event's first due-now critical or transactional send goes out from here, recorded
     # already claimed: no broker hop, no task and no claim statement of its own. It is
     # committed before SES is called and delivered before anything else can fail, so a crash
@@ -144,14 +147,11 @@ def ingest_one(event: Any, *, inline: bool, batch: Batch | None = None) -> str:
         raise  # retried with backoff, the message kept
     except Exception as exc:  # a fault of ours, not the event's: keep it for a replay once fixed
         _dead_letter_failed(deps.store, event, exc)
-        _forget_in_outbox(event)
+        in_postgres(event)
         return "failed"
     for row in result.claimed if result is not None else ():
         _retry_later(str(row["id"]), str(row["queue"]), deliver_claimed(row, deps))
-    if batch is None:
-        _forget_in_outbox(event)
-    else:
-        batch.in_postgres.append(event)
+    in_postgres(event)
     if result is None:
         return "invalid"
     # The event's other due sends, and a redelivered event's sends still due.
