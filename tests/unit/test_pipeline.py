@@ -549,3 +549,15 @@ def test_celery_per_task_lines_are_quiet_at_info_and_retries_still_say_so(capsys
         root.handlers[:], root.level = handlers, level
         for name in ("celery.app.trace", "celery.worker.strategy"):
             logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def test_a_log_line_stays_one_line_whatever_an_event_id_holds() -> None:
+    """U+0085, U+2028 and U+2029 are valid in JSON and left raw by orjson, but split lines for
+    str.splitlines and JavaScript: a JSON log line escapes them and reads back the same."""
+    import json
+
+    from declic.logs import _json_line
+
+    for value in ({"event_id": "a\x85b\u2028c\u2029d", "n": 1}, {"event_id": "déjà — vu"}):
+        line = _json_line(value)
+        assert line.splitlines() == [line] and json.loads(line) == value
