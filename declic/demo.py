@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import sys
 import time
+from datetime import UTC
 from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
@@ -33,6 +34,11 @@ from workers.store import Store
 # Wide enough for the table when the output is a log or a pipe, not a terminal.
 console = Console(width=None if sys.stdout.isatty() else 160)
 FINAL = ("sent", "skipped", "failed")
+
+
+def settled(send: dict[str, Any]) -> bool:
+    """Sent, skipped or failed, or handed back to the schedule until the contact's morning."""
+    return send["state"] in FINAL or (send["state"] == "scheduled" and send["reason"] == "quiet_hours")
 FLOW_TIMEOUT_S = 90
 
 
@@ -88,9 +94,9 @@ def _wait(store: Store, contact_ids: list[str], expected_flows: set[str], timeou
         task = progress.add_task("sending, following up, waiting for dates", total=len(expected_flows))
         while time.monotonic() < deadline:
             rows = store.sends_for_contacts(contact_ids)
-            flows_done = {r["flow"] for r in rows if r["state"] in FINAL}
+            flows_done = {r["flow"] for r in rows if settled(r)}
             progress.update(task, completed=len(flows_done & expected_flows))
-            if expected_flows <= {r["flow"] for r in rows} and all(r["state"] in FINAL for r in rows):
+            if expected_flows <= {r["flow"] for r in rows} and all(settled(r) for r in rows):
                 break
             time.sleep(0.25)
     return rows
@@ -164,7 +170,11 @@ def _report(
         recipient = mask_address(addresses.get(send["contact_id"], "?"))
         request = requests.get(str(send["id"]))
         if send["state"] != "sent" or request is None:
-            skipped.add_row(send["flow"], send["step"], recipient, send["state"], send["reason"] or "")
+            reason = send["reason"] or ""
+            if reason == "quiet_hours":
+                morning = send["due_at"].astimezone(UTC)
+                reason = f"quiet hours: waits until {morning:%Y-%m-%d %H:%M} UTC, the contact's morning"
+            skipped.add_row(send["flow"], send["step"], recipient, send["state"], reason)
             continue
         sent_flows.add(send["flow"])
         eml, html = eml_from_request(request)

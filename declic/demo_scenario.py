@@ -3,8 +3,9 @@
 Pure: builds event dicts from the catalogue and the clock. Besides one sample per
 event-triggered flow it plays a fifth purchase (the loyalty invitation), a refund that
 cancels a satisfaction survey, a customer without marketing consent, a birthday and an
-account anniversary falling due now in the contacts' own time zones, and a customer
-silent for 100 days (the win-back).
+account anniversary falling due now in the contacts' own time zones, a customer silent for
+100 days (the win-back), and a night owl signing up inside quiet hours. Contacts whose night
+it is otherwise move to a midday zone, so the demo shows every flow at any hour.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flows import Catalogue
+from flows.schedules import zone_where_it_is_past
 
 
 @dataclass
@@ -36,15 +38,27 @@ def _fresh(event: dict[str, Any], now: datetime, **contact: Any) -> dict[str, An
     return copied
 
 
-def zone_where_it_is_past(at: time, now: datetime) -> str:
-    """A fixed-offset zone where the local time is between ``at`` and two hours after it."""
-    for offset in range(-12, 15):
-        name = f"Etc/GMT{-offset:+d}" if offset else "UTC"
-        local = now.astimezone(ZoneInfo(name))
-        start = datetime.combine(local.date(), at, tzinfo=local.tzinfo)
-        if start <= local < start + timedelta(hours=2):
-            return name
-    return "UTC"
+def _wake(events: list[dict[str, Any]], catalogue: Catalogue, moment: datetime) -> None:
+    """Move contacts whose night it is to a zone where it is midday, so the demo shows every
+    flow at any hour; quiet hours get their own story (the night owl)."""
+    windows = [flow.quiet_hours for flow in catalogue if flow.quiet_hours is not None]
+    midday = zone_where_it_is_past(time(12), moment)
+    for event in events:
+        contact = event["contact"]
+        local = moment.astimezone(ZoneInfo(contact.get("timezone") or "UTC")).time()
+        if any(window.contains(local) for window in windows):
+            contact["timezone"] = midday
+
+
+def _night_owl(catalogue: Catalogue, moment: datetime) -> dict[str, Any] | None:
+    """A signup from a contact whose local time is inside the onboarding's quiet hours: the
+    welcome goes at once, the onboarding series waits for the morning."""
+    flow = catalogue.flows.get("onboarding")
+    if flow is None or flow.quiet_hours is None:
+        return None
+    an_hour_in = (datetime.combine(moment.date(), flow.quiet_hours.start) + timedelta(hours=1)).time()
+    return _fresh(flow.sample, moment, id="demo-night-owl", email="night.owl@example.com",
+                  timezone=zone_where_it_is_past(an_hour_in, moment))
 
 
 def build(catalogue: Catalogue, now: datetime | None = None) -> Scenario:
@@ -96,4 +110,7 @@ def build(catalogue: Catalogue, now: datetime | None = None) -> Scenario:
             silent = _fresh(flow.sample, moment - trigger.inactivity.after - timedelta(days=10), id=f"demo-{flow.name}")
             silent.update(type="page_view", data={"path": "/collections/linen"})
             scenario.events.append(silent)
+    _wake(scenario.events, catalogue, moment)
+    if (night_owl := _night_owl(catalogue, moment)) is not None:
+        scenario.events.append(night_owl)
     return scenario

@@ -94,6 +94,17 @@ def quiet_until(quiet: QuietHours, now: datetime, zone: ZoneInfo) -> datetime | 
     return local_to_utc(end_day, quiet.end, zone)
 
 
+def zone_where_it_is_past(at: time, now: datetime) -> str:
+    """A fixed-offset zone where the local time at ``now`` is between ``at`` and two hours after it."""
+    for offset in range(-12, 15):  # Etc/GMT-14 to Etc/GMT+12 cover every hour of the day
+        name = f"Etc/GMT{-offset:+d}" if offset else "UTC"
+        local = now.astimezone(ZoneInfo(name))
+        start = datetime.combine(local.date(), at, tzinfo=local.tzinfo)
+        if start <= local < start + timedelta(hours=2):
+            return name
+    return "UTC"
+
+
 def inactive_since(last_activity_at: datetime | None, after: timedelta, now: datetime) -> bool:
     """True when the contact has been inactive for at least ``after``."""
     return last_activity_at is not None and now - last_activity_at >= after

@@ -26,6 +26,7 @@ def test_demo_sends_every_flow_and_writes_the_report(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "all 17 catalogue flows reached the SES stand-in" in result.stdout
     assert "received through SQS" in result.stdout
+    assert "quiet hours: waits until" in result.stdout  # the night owl's onboarding
     emls = sorted(tmp_path.glob("*.eml"))
     assert len(emls) >= 17 and len(list(tmp_path.glob("*.html"))) >= len(emls)
     invoice = email.message_from_bytes(next(tmp_path.glob("invoice.*.eml")).read_bytes(), policy=policy.default)
