@@ -35,14 +35,18 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# Two test processes: most of the suite waits on real workers and services, not on the CPU.
+# The fault scenarios stay in one of them (their xdist_group), one after the other.
+PYTEST_PROCESSES ?= 2
+
 test: install tools lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_PROCESSES) --dist loadgroup
 
 unit: install
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest -n $(PYTEST_PROCESSES) tests/unit
 
 e2e: install
-	$(BIN)/pytest tests/e2e
+	$(BIN)/pytest -n $(PYTEST_PROCESSES) --dist loadgroup tests/e2e
 
 bench: install
 	$(BIN)/declic bench

@@ -31,11 +31,12 @@ from rich.table import Table
 
 from bench.measure import cpu_seconds, peak_rss_mb, percentile, pids_running
 from bench.systems import System, declic_system, naive_system
-from bench.workload import Workload, daytime_zone
+from bench.workload import Workload
 from declic.services import Services, start_services
 from declic.settings import REPO_ROOT
 from declic.standin import Faults, StandInClient, StandInProcess
 from flows import load_catalogue
+from flows.schedules import daytime_zone
 from workers.migrate import migrate
 
 log = structlog.get_logger("declic.bench")

@@ -29,12 +29,12 @@ from rich.progress import Progress
 from rich.table import Table
 
 from bench.measure import peak_rss_mb, percentile
-from bench.workload import daytime_zone
 from declic.processes import ManagedProcess, WorkerProcess
 from declic.services import start_services
 from declic.settings import REPO_ROOT
 from declic.standin import Faults, StandInProcess
 from flows import load_catalogue
+from flows.schedules import daytime_zone
 from workers.app import QUEUES
 from workers.migrate import migrate
 from workers.store import Store

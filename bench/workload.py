@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from flows import Catalogue
 
@@ -82,13 +81,3 @@ def _basket(rng: random.Random) -> dict[str, Any]:
     tax = (subtotal / 6).quantize(Decimal("0.01"))  # 20 % VAT included in the prices
     return {"items": items, "subtotal": str(subtotal), "shipping": str(shipping), "tax": str(tax),
             "total": str(subtotal + shipping)}
-
-
-def daytime_zone(now: datetime | None = None) -> str:
-    """A fixed-offset zone where it is now between 10:00 and 18:00."""
-    moment = now or datetime.now(UTC)
-    for offset in range(-11, 13):
-        name = f"Etc/GMT{-offset:+d}" if offset else "UTC"
-        if 10 <= moment.astimezone(ZoneInfo(name)).hour <= 18:
-            return name
-    return "UTC"

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 import redis
@@ -68,6 +68,7 @@ from declic.moto_standin import (
 log = structlog.get_logger(__name__)
 _LOCAL_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 _LOCAL_REDIS_PORT = 6379
+_CLAIM_KEY = "declic:claimed-by-run"
 
 
 class ServicesError(RuntimeError):
@@ -225,10 +226,11 @@ def _provide_redis(tmp: Path, *, use_local: bool) -> Iterator[tuple[str, str]]:
     """A Redis URL and its source: a numbered database of the local server, or embedded."""
     if use_local and _listens(_LOCAL_REDIS_PORT):
         try:
-            db = _pick_empty_db()
+            db = claim_empty_db(f"redis://127.0.0.1:{_LOCAL_REDIS_PORT}/0")
         except redis.RedisError as exc:
             log.warning("local_redis_unusable", reason=str(exc))
-        else:
+            db = None
+        if db is not None:
             try:
                 yield f"redis://127.0.0.1:{_LOCAL_REDIS_PORT}/{db}", "local"
             finally:
@@ -239,14 +241,20 @@ def _provide_redis(tmp: Path, *, use_local: bool) -> Iterator[tuple[str, str]]:
         yield url, "embedded"
 
 
-def _pick_empty_db() -> int:
-    """A random empty database index 1–15, so concurrent runs rarely share keys."""
-    candidates = secrets.SystemRandom().sample(range(1, 16), 15)
-    for db in candidates:
-        with redis.Redis(port=_LOCAL_REDIS_PORT, db=db, socket_timeout=2) as client:
-            if client.dbsize() == 0:
-                return db
-    return candidates[0]
+def claim_empty_db(url: str, *, skip: int | None = None) -> int | None:
+    """An empty database index 1–15 of the Redis at ``url``, claimed with a marker key so that
+    a concurrent run (another test process) cannot take it too; None when all are in use."""
+    token = secrets.token_hex(8)
+    parts = urlsplit(url)
+    for db in secrets.SystemRandom().sample(range(1, 16), 15):
+        if db == skip:
+            continue
+        with redis.Redis.from_url(urlunsplit(parts._replace(path=f"/{db}")), socket_timeout=2) as client:
+            if client.set(_CLAIM_KEY, token, nx=True):  # only one run wins an empty database
+                if client.dbsize() == 1:
+                    return db
+                client.delete(_CLAIM_KEY)  # ours, on a database another program uses
+    return None
 
 
 def _free_port() -> int:

@@ -105,6 +105,11 @@ def zone_where_it_is_past(at: time, now: datetime) -> str:
     return "UTC"
 
 
+def daytime_zone(now: datetime | None = None) -> str:
+    """A fixed-offset zone where it is now midday: no quiet hours hold a demo's or a test's mail."""
+    return zone_where_it_is_past(time(12), now or datetime.now(UTC))
+
+
 def inactive_since(last_activity_at: datetime | None, after: timedelta, now: datetime) -> bool:
     """True when the contact has been inactive for at least ``after``."""
     return last_activity_at is not None and now - last_activity_at >= after

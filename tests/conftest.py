@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from declic.services import Services, start_services
+from declic.services import Services, claim_empty_db, start_services
 from declic.settings import REPO_ROOT
 from flows import Catalogue, load_catalogue
 from reporting.db import Pool, connect_pool
@@ -21,6 +21,9 @@ from reporting.testing import RESET_REPORTING
 from workers.migrate import migrate
 from workers.rendering import Renderer
 from workers.store import Store
+
+# The fault harness's results table, gathered from test reports (also across pytest -n processes).
+pytest_plugins = ["tests.faults.report"]
 
 BRAND = {"name": "Maison Lumière", "url": "https://shop.example.com",
          "address": "12 rue des Lilas, 75011 Paris", "support_email": "support@shop.example.com"}
@@ -70,14 +73,10 @@ def own_broker(services: Services) -> Iterator[str]:
     import redis
 
     parts = urlsplit(services.redis_url)
-    used = int(parts.path.strip("/") or 0)
-    for db in range(15, 0, -1):
-        url = urlunsplit(parts._replace(path=f"/{db}"))
-        with redis.Redis.from_url(url) as client:
-            if db != used and client.dbsize() == 0:
-                break
-    else:
+    db = claim_empty_db(services.redis_url, skip=int(parts.path.strip("/") or 0))
+    if db is None:
         pytest.fail("no empty Redis database for the test's broker")
+    url = urlunsplit(parts._replace(path=f"/{db}"))
     yield url
     with redis.Redis.from_url(url) as client:
         client.flushdb()

@@ -80,18 +80,6 @@ def log_path(worker: WorkerProcess) -> Path:
     return worker.log_path
 
 
-def daytime_zone() -> str:
-    """A time zone where it is now mid-day, so quiet hours (21:00-08:00) never hold a test's mail."""
-    from datetime import UTC, datetime
-    from zoneinfo import ZoneInfo
-
-    for offset in range(-11, 13):
-        name = f"Etc/GMT{-offset:+d}" if offset else "UTC"
-        if 10 <= datetime.now(UTC).astimezone(ZoneInfo(name)).hour <= 18:
-            return name
-    raise AssertionError("unreachable: some zone is at mid-day")
-
-
 def dispatcher_process(env: dict[str, str], log_path: Path) -> ManagedProcess:
     import sys
 

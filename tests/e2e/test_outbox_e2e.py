@@ -18,7 +18,8 @@ from declic.processes import WorkerProcess
 from declic.services import Services
 from events import Publisher
 from flows import Catalogue
-from tests.e2e.conftest import daytime_zone, dispatcher_process, final_sends, fresh, wait_for
+from flows.schedules import daytime_zone
+from tests.e2e.conftest import dispatcher_process, final_sends, fresh, wait_for
 from workers.app import QUEUES
 from workers.store import Store
 

@@ -13,7 +13,8 @@ from declic.processes import ManagedProcess, WorkerProcess
 from declic.services import Services
 from events import Publisher
 from flows import Catalogue
-from tests.e2e.conftest import daytime_zone, dispatcher_process, fresh, wait_for
+from flows.schedules import daytime_zone
+from tests.e2e.conftest import dispatcher_process, fresh, wait_for
 from workers.store import Store
 
 pytestmark = pytest.mark.e2e

@@ -17,6 +17,7 @@ from declic.services import (
     INVOICE_BUCKET,
     SES_CONFIGURATION_SET,
     Services,
+    claim_empty_db,
     start_services,
 )
 
@@ -53,6 +54,20 @@ def test_redis_answers(services: Services) -> None:
     for url in (services.redis_url, services.broker_url):
         with redis.Redis.from_url(url, socket_timeout=5) as client:
             assert client.ping()
+
+
+def test_concurrent_runs_never_share_a_redis_database(services: Services) -> None:
+    """Each claim takes a database no other claim holds and skips one with data in it, so two
+    test processes (pytest -n 2) on the machine's Redis never flush each other's keys."""
+    used = int(services.redis_url.rsplit("/", 1)[1])
+    claimed = [claim_empty_db(services.redis_url) for _ in range(4)]  # the run's own holds keys
+    try:
+        assert None not in claimed and len(set(claimed)) == 4 and used not in claimed
+    finally:
+        for db in claimed:
+            if db is not None:
+                with redis.Redis.from_url(services.redis_url.rsplit("/", 1)[0] + f"/{db}") as client:
+                    client.flushdb()
 
 
 def test_moto_has_what_ses_needs(services: Services) -> None:

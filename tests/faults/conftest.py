@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from declic.settings import REPO_ROOT
 from declic.standin import Faults, StandIn, StandInClient
 from flows import Catalogue
 from tests.faults.harness import Run, pipeline
@@ -28,26 +27,24 @@ from tests.faults.notifier import SendNotifier
 from tests.faults.report import Results
 from workers.migrate import migrate
 
-RESULTS = Results()
-OUT = REPO_ROOT / "out" / "faults.json"
-
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "faults: the fault harness (real workers, services of the run's own)")
+    config.addinivalue_line("markers", "xdist_group(name): run in one pytest -n process (pytest-xdist)")
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not RESULTS.rows:
-        return
-    RESULTS.write(OUT)
-    terminalreporter.section("fault harness")
-    terminalreporter.write_line(RESULTS.table())
-    terminalreporter.write_line(f"(written to {OUT.relative_to(REPO_ROOT)})")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # One test process runs the scenarios one after the other (pytest -n: --dist loadgroup):
+    # each restarts the harness's own servers, which the others share.
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group("faults"))
 
 
-@pytest.fixture(scope="session")
-def results() -> Results:
-    return RESULTS
+@pytest.fixture
+def results(request: pytest.FixtureRequest) -> Results:
+    return Results(request.node)
 
 
 @pytest.fixture(scope="session")

@@ -30,13 +30,14 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from bench.workload import Workload, daytime_zone
+from bench.workload import Workload
 from declic.processes import ManagedProcess, WorkerProcess
 from declic.standin import StandInClient
 from events import Publisher, PublishError
 from events.outbox import Outbox
 from events.publisher import OUTBOX_QUEUES
 from flows import Catalogue
+from flows.schedules import daytime_zone
 from tests.faults.infra import RabbitVhost
 
 FINAL = ("sent", "skipped", "failed")
