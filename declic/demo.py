@@ -34,12 +34,12 @@ from workers.store import Store
 # Wide enough for the table when the output is a log or a pipe, not a terminal.
 console = Console(width=None if sys.stdout.isatty() else 160)
 FINAL = ("sent", "skipped", "failed")
+FLOW_TIMEOUT_S = 90
 
 
 def settled(send: dict[str, Any]) -> bool:
     """Sent, skipped or failed, or handed back to the schedule until the contact's morning."""
     return send["state"] in FINAL or (send["state"] == "scheduled" and send["reason"] == "quiet_hours")
-FLOW_TIMEOUT_S = 90
 
 
 def with_pdf_in_s3(events: list[dict[str, Any]], catalogue: Catalogue, services: Services) -> None:
@@ -130,7 +130,7 @@ def run_demo(out: Path) -> int:
                     published[event["id"]] = time.time()
             store = Store.connect(services.database_url, max_size=2)
             try:
-                rows = _wait(store, scenario.contact_ids, set(catalogue.flows), timeout_s=90)
+                rows = _wait(store, scenario.contact_ids, set(catalogue.flows), timeout_s=FLOW_TIMEOUT_S)
             finally:
                 store.close()
             requests = {
