@@ -6,18 +6,24 @@ as the baseline, a bare ASGI endpoint on uvicorn that reads the body and hands i
 the baseline and ``POST /v1/events`` is what the API's guarantees cost per event; batch calls
 show how much of that is per-request overhead. Each case runs ``repeats`` times and the
 median of each figure is reported. No worker runs: the ``events`` queue is emptied between runs.
+
+The load comes from ``clients`` processes of their own (httpx in one Python process tops out
+below what a uvicorn process serves), started on one shared moment; events/s counts from the
+first call sent to the last answer received, across them all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import statistics
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,8 +36,6 @@ from rich.table import Table
 from api.serving import ApiProcess, free_port
 from declic.settings import get_settings
 from events import Publisher
-
-Send = Callable[[httpx.AsyncClient, int], Awaitable[int]]
 
 
 def _event(run: str, n: int) -> dict[str, Any]:
@@ -88,11 +92,12 @@ class BenchReport:
     events: int
     concurrency: int
     repeats: int
+    clients: int = 1
 
     def table(self) -> Table:
         table = Table("case", "accepted events/s", "p50 ms/call", "p95 ms/call", "p99 ms/call", "calls",
-                      title=f"declic bench api — {self.events} events, {self.concurrency} connections, "
-                            f"median of {self.repeats} runs")
+                      title=f"declic bench api — {self.events} events, {self.concurrency} connections from "
+                            f"{self.clients} client processes, median of {self.repeats} runs")
         for r in self.results:
             table.add_row(r.case, f"{r.events_per_s:,.0f}", f"{r.p50_ms:.2f}", f"{r.p95_ms:.2f}",
                           f"{r.p99_ms:.2f}", str(r.calls))
@@ -104,8 +109,16 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _drive(url: str, headers: dict[str, str], bodies: list[bytes], events_per_body: int,
-                 concurrency: int) -> tuple[float, list[float]]:
+@dataclass(frozen=True)
+class Slice:
+    """What one load-generating process did: its first send, its last answer, each call's latency."""
+
+    started: float
+    ended: float
+    latencies: list[float]
+
+
+async def _drive(url: str, headers: dict[str, str], bodies: list[bytes], concurrency: int, start_at: float) -> Slice:
     latencies: list[float] = []
     queue = list(reversed(bodies))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -113,16 +126,32 @@ async def _drive(url: str, headers: dict[str, str], bodies: list[bytes], events_
         async def worker() -> None:
             while queue:
                 body = queue.pop()
-                started = time.perf_counter()
+                started = time.monotonic()
                 response = await client.post(url, content=body)
-                latencies.append(time.perf_counter() - started)
+                latencies.append(time.monotonic() - started)
                 if response.status_code != 202:
                     raise RuntimeError(f"{url} answered {response.status_code}: {response.text[:300]}")
 
-        started = time.perf_counter()
+        await asyncio.sleep(max(0.0, start_at - time.monotonic()))  # CLOCK_MONOTONIC: one clock for all processes
+        started = time.monotonic()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return len(bodies) * events_per_body / elapsed, latencies
+    return Slice(started, time.monotonic(), latencies)
+
+
+def _drive_in_process(url: str, headers: dict[str, str], bodies: list[bytes], concurrency: int,
+                      start_at: float) -> Slice:
+    return asyncio.run(_drive(url, headers, bodies, concurrency, start_at))
+
+
+def _drive_all(pool: ProcessPoolExecutor, clients: int, url: str, headers: dict[str, str], bodies: list[bytes],
+               events_per_body: int, concurrency: int) -> tuple[float, list[float]]:
+    """Split the calls and the connections among ``clients`` processes; events/s over them all."""
+    start_at = time.monotonic() + 0.5  # time for every process to open its client first
+    futures = [pool.submit(_drive_in_process, url, headers, bodies[i::clients], max(1, concurrency // clients),
+                           start_at) for i in range(clients)]
+    slices = [future.result() for future in futures]
+    elapsed = max(s.ended for s in slices) - min(s.started for s in slices)
+    return len(bodies) * events_per_body / elapsed, [x for s in slices for x in s.latencies]
 
 
 def _bodies(kind: str, events: int, batch_size: int) -> tuple[list[bytes], int]:
@@ -133,12 +162,21 @@ def _bodies(kind: str, events: int, batch_size: int) -> tuple[list[bytes], int]:
     return [json.dumps(_event(run, i)).encode() for i in range(events)], 1
 
 
+@dataclass(frozen=True)
+class Load:
+    """The load generators: a pool of ``clients`` processes sharing ``concurrency`` connections."""
+
+    pool: ProcessPoolExecutor
+    clients: int
+    concurrency: int
+
+
 def _measure(case: str, url: str, headers: dict[str, str], kind: str, events: int, batch_size: int,
-             concurrency: int, repeats: int, broker: redis.Redis) -> Result:
+             load: Load, repeats: int, broker: redis.Redis) -> Result:
     runs: list[tuple[float, list[float]]] = []
     for _ in range(repeats):
         bodies, per_body = _bodies(kind, events, batch_size)
-        runs.append(asyncio.run(_drive(url, headers, bodies, per_body, concurrency)))
+        runs.append(_drive_all(load.pool, load.clients, url, headers, bodies, per_body, load.concurrency))
         broker.delete("events")  # no worker: keep the broker's memory flat between runs
     return Result(
         case=case,
@@ -151,7 +189,7 @@ def _measure(case: str, url: str, headers: dict[str, str], kind: str, events: in
 
 
 def run_api_bench(*, events: int = 2000, batch_size: int = 100, concurrency: int = 16, repeats: int = 3,
-                  processes: int = 1, workdir: Path | None = None) -> BenchReport:
+                  processes: int = 1, clients: int = 2, workdir: Path | None = None) -> BenchReport:
     """Start services, the API and the baseline; measure each case; stop everything."""
     from api.keys import KeyStore, open_pool
     from declic.services import start_services
@@ -172,22 +210,26 @@ def run_api_bench(*, events: int = 2000, batch_size: int = 100, concurrency: int
         plain = {"Content-Type": "application/json"}
         broker = redis.Redis.from_url(services.broker_url)
         results: list[Result] = []
-        try:
-            with ApiProcess(env, base / "baseline.log", port=port, argv=baseline_argv, name="baseline") as bare:
-                _measure("warm-up", bare.url + "/", plain, "single", min(events, 200), batch_size, concurrency, 1,
-                         broker)
-                results.append(_measure("baseline: bare ASGI + publish", bare.url + "/", plain, "single",
-                                        events, batch_size, concurrency, repeats, broker))
-            with ApiProcess(env, base / "api.log", workers=processes) as api:
-                _measure("warm-up", api.url + "/v1/events", auth, "single", min(events, 200), batch_size,
-                         concurrency, 1, broker)
-                results.append(_measure("POST /v1/events", api.url + "/v1/events", auth, "single", events,
-                                        batch_size, concurrency, repeats, broker))
-                results.append(_measure(f"POST /v1/events/batch ({batch_size}/call)", api.url + "/v1/events/batch",
-                                        auth, "batch", events, batch_size, concurrency, repeats, broker))
-        finally:
-            broker.close()
-    return BenchReport(results, events, concurrency, repeats)
+        # spawn: a fresh interpreter per client, nothing inherited from this process's threads.
+        with ProcessPoolExecutor(clients, mp_context=multiprocessing.get_context("spawn")) as generators:
+            load = Load(generators, clients, concurrency)
+            try:
+                with ApiProcess(env, base / "baseline.log", port=port, argv=baseline_argv, name="baseline") as bare:
+                    _measure("warm-up", bare.url + "/", plain, "single", min(events, 200), batch_size, load, 1,
+                             broker)
+                    results.append(_measure("baseline: bare ASGI + publish", bare.url + "/", plain, "single",
+                                            events, batch_size, load, repeats, broker))
+                with ApiProcess(env, base / "api.log", workers=processes) as api:
+                    _measure("warm-up", api.url + "/v1/events", auth, "single", min(events, 200), batch_size,
+                             load, 1, broker)
+                    results.append(_measure("POST /v1/events", api.url + "/v1/events", auth, "single", events,
+                                            batch_size, load, repeats, broker))
+                    results.append(_measure(f"POST /v1/events/batch ({batch_size}/call)",
+                                            api.url + "/v1/events/batch", auth, "batch", events, batch_size, load,
+                                            repeats, broker))
+            finally:
+                broker.close()
+    return BenchReport(results, events, concurrency, repeats, clients)
 
 
 if __name__ == "__main__":  # pragma: no cover - `declic bench api` is the way in

@@ -106,12 +106,13 @@ def register(app: typer.Typer) -> None:
         concurrency: Annotated[int, typer.Option(help="Concurrent client connections")] = 16,
         repeats: Annotated[int, typer.Option(help="Runs per case; the median is reported")] = 3,
         processes: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+        clients: Annotated[int, typer.Option(min=1, help="Load-generating processes sharing the connections")] = 2,
     ) -> None:
         """Drive the API over loopback: events/s and latency, single vs batch, beside a baseline."""
         from api.bench import run_api_bench
 
         report = run_api_bench(events=events, batch_size=batch_size, concurrency=concurrency,
-                               repeats=repeats, processes=processes)
+                               repeats=repeats, processes=processes, clients=clients)
         console.print(report.table())
 
 
