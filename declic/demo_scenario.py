@@ -38,15 +38,20 @@ def _fresh(event: dict[str, Any], now: datetime, **contact: Any) -> dict[str, An
     return copied
 
 
+# Longer than the demo takes, so follow-ups due seconds after the start are not caught either.
+_DEMO_SPAN = timedelta(minutes=15)
+
+
 def _wake(events: list[dict[str, Any]], catalogue: Catalogue, moment: datetime) -> None:
-    """Move contacts whose night it is to a zone where it is midday, so the demo shows every
-    flow at any hour; quiet hours get their own story (the night owl)."""
+    """Move contacts whose night it is, or soon will be, to a zone where it is midday, so the
+    demo shows every flow at any hour; quiet hours get their own story (the night owl)."""
     windows = [flow.quiet_hours for flow in catalogue if flow.quiet_hours is not None]
     midday = zone_where_it_is_past(time(12), moment)
     for event in events:
         contact = event["contact"]
-        local = moment.astimezone(ZoneInfo(contact.get("timezone") or "UTC")).time()
-        if any(window.contains(local) for window in windows):
+        zone = ZoneInfo(contact.get("timezone") or "UTC")
+        during = [(moment + offset).astimezone(zone).time() for offset in (timedelta(0), _DEMO_SPAN)]
+        if any(window.contains(local) for window in windows for local in during):
             contact["timezone"] = midday
 
 
