@@ -143,12 +143,21 @@ def _drive_in_process(url: str, headers: dict[str, str], bodies: list[bytes], co
     return asyncio.run(_drive(url, headers, bodies, concurrency, start_at))
 
 
-def _drive_all(pool: ProcessPoolExecutor, clients: int, url: str, headers: dict[str, str], bodies: list[bytes],
-               events_per_body: int, concurrency: int) -> tuple[float, list[float]]:
-    """Split the calls and the connections among ``clients`` processes; events/s over them all."""
+@dataclass(frozen=True)
+class Load:
+    """The load generators: a pool of ``clients`` processes sharing ``concurrency`` connections."""
+
+    pool: ProcessPoolExecutor
+    clients: int
+    concurrency: int
+
+
+def _drive_all(load: Load, url: str, headers: dict[str, str], bodies: list[bytes],
+               events_per_body: int) -> tuple[float, list[float]]:
+    """Split the calls and the connections among the load's processes; events/s over them all."""
     start_at = time.monotonic() + 0.5  # time for every process to open its client first
-    futures = [pool.submit(_drive_in_process, url, headers, bodies[i::clients], max(1, concurrency // clients),
-                           start_at) for i in range(clients)]
+    futures = [load.pool.submit(_drive_in_process, url, headers, bodies[i::load.clients],
+                                max(1, load.concurrency // load.clients), start_at) for i in range(load.clients)]
     slices = [future.result() for future in futures]
     elapsed = max(s.ended for s in slices) - min(s.started for s in slices)
     return len(bodies) * events_per_body / elapsed, [x for s in slices for x in s.latencies]
@@ -162,21 +171,12 @@ def _bodies(kind: str, events: int, batch_size: int) -> tuple[list[bytes], int]:
     return [json.dumps(_event(run, i)).encode() for i in range(events)], 1
 
 
-@dataclass(frozen=True)
-class Load:
-    """The load generators: a pool of ``clients`` processes sharing ``concurrency`` connections."""
-
-    pool: ProcessPoolExecutor
-    clients: int
-    concurrency: int
-
-
 def _measure(case: str, url: str, headers: dict[str, str], kind: str, events: int, batch_size: int,
              load: Load, repeats: int, broker: redis.Redis) -> Result:
     runs: list[tuple[float, list[float]]] = []
     for _ in range(repeats):
         bodies, per_body = _bodies(kind, events, batch_size)
-        runs.append(_drive_all(load.pool, load.clients, url, headers, bodies, per_body, load.concurrency))
+        runs.append(_drive_all(load, url, headers, bodies, per_body))
         broker.delete("events")  # no worker: keep the broker's memory flat between runs
     return Result(
         case=case,

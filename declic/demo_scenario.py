@@ -13,12 +13,12 @@ from __future__ import annotations
 import copy
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from flows import Catalogue
-from flows.schedules import zone_where_it_is_past
+from flows.schedules import daytime_zone, zone_where_it_is_past
 
 
 @dataclass
@@ -46,7 +46,7 @@ def _wake(events: list[dict[str, Any]], catalogue: Catalogue, moment: datetime) 
     """Move contacts whose night it is, or soon will be, to a zone where it is midday, so the
     demo shows every flow at any hour; quiet hours get their own story (the night owl)."""
     windows = [flow.quiet_hours for flow in catalogue if flow.quiet_hours is not None]
-    midday = zone_where_it_is_past(time(12), moment)
+    midday = daytime_zone(moment)
     for event in events:
         contact = event["contact"]
         zone = ZoneInfo(contact.get("timezone") or "UTC")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import base64
 import copy
 import shutil
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from flows import Catalogue
-from flows.schedules import zone_where_it_is_past
+from flows.schedules import daytime_zone
 from workers.errors import PermanentSendError, TransientSendError
 from workers.pipeline import (
     Deps,
@@ -288,7 +288,7 @@ def test_only_an_events_first_inline_send_is_claimed_at_ingest(
     stays pending, to be claimed on its own, so a failure on the first never holds it up."""
     event = sample(catalogue, "welcome")
     # At midday for the contact whatever the hour of the run: the onboarding has quiet hours.
-    event["contact"]["timezone"] = zone_where_it_is_past(time(12), datetime.now(UTC))
+    event["contact"]["timezone"] = daytime_zone()
     result = ingest_event(store, catalogue, event, claim_queues=INLINE | {"send.bulk"})
     assert result is not None and len(result.claimed) == 1 and len(result.to_enqueue) == 1
     sends = {str(r["id"]): r for r in store.sends_for_event(event["id"])}
